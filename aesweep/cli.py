@@ -1,0 +1,179 @@
+"""Command line: ``python -m aesweep COMMAND``.
+
+Every command validates its spec first: a bad spec prints one line per problem (``FILE:LINE: field: message``)
+and exits 2 before anything starts (no Ray, no MLflow, no files written).
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from aesweep import __version__, registry
+from aesweep.spec import Distribution, SpecError, SweepSpec, load_spec
+
+app = typer.Typer(
+    name="aesweep",
+    help="Hyperparameter sweeps for autoencoder research: Ray Tune schedules, Optuna proposes, MLflow records.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+errors = Console(stderr=True)
+
+EXIT_BAD_INPUT = 2
+
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Override a spec field: dotted.key=value (value parsed as YAML). Repeatable."),
+]
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"aesweep {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")]
+    = False,
+) -> None:
+    """aesweep: compare autoencoders with one YAML file and one command."""
+
+
+def load_or_exit(path: Path, overrides: list[str] | None = None) -> SweepSpec:
+    """Load a spec or print its problems and exit 2."""
+    try:
+        return load_spec(path, overrides or [])
+    except SpecError as err:
+        for problem in err.problems:
+            errors.print(str(problem), markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+
+
+@app.command()
+def validate(
+    files: Annotated[list[Path], typer.Argument(help="Sweep spec files (YAML).")],
+    set_: SetOption = None,
+) -> None:
+    """Check sweep files without running anything: exit 0 if all are valid, 2 otherwise."""
+    bad = 0
+    for path in files:
+        try:
+            spec = load_spec(path, set_ or [])
+        except SpecError as err:
+            bad += 1
+            for problem in err.problems:
+                errors.print(str(problem), markup=False, highlight=False, soft_wrap=True)
+            continue
+        searched = spec.parameters()
+        console.print(
+            f"{path}: ok ({spec.name}: {len(searched)} searched parameter(s), "
+            f"algorithm {spec.search.algorithm}, {_trial_count(spec)})",
+            markup=False, highlight=False, soft_wrap=True,
+        )
+    if bad:
+        raise typer.Exit(EXIT_BAD_INPUT)
+
+
+def _trial_count(spec: SweepSpec) -> str:
+    if spec.search.algorithm == "grid":
+        points = len(spec.grid()) * spec.search.seeds
+        return f"{points} trial(s) in the grid"
+    return f"{spec.search.num_samples * spec.search.seeds} trial(s)"
+
+
+@app.command("list")
+def list_registered() -> None:
+    """The registered datasets, backbones, variants, loss terms, metrics and probes."""
+    registry.load_all()
+    for title, reg in registry.ALL.items():
+        table = Table(title=title, title_justify="left", show_header=True, header_style="bold")
+        table.add_column("name", style="cyan", no_wrap=True)
+        table.add_column("what it is")
+        for name in reg.names():
+            table.add_row(name, reg.doc(name))
+        if not len(reg):
+            table.add_row("(none yet)", "")
+        console.print(table)
+
+
+@app.command("train-one")
+def train_one(
+    spec_file: Annotated[Path, typer.Argument(metavar="SPEC", help="Sweep spec file (YAML).")],
+    set_: SetOption = None,
+    out: Annotated[Path | None, typer.Option(help="Where to write the checkpoint and the resolved trial.yaml.")]
+    = None,
+    resume: Annotated[bool, typer.Option(help="Continue from the checkpoint in --out if there is one.")] = False,
+) -> None:
+    """Run one trial of a spec without Ray (distributions take their first/low value unless --set), printing
+    each epoch's metrics and the final ones: the way to debug a spec before sweeping it."""
+    spec = load_or_exit(spec_file, set_)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from aesweep import data as datamod
+    from aesweep import train
+
+    searched: dict[str, object] = {}
+
+    def first(path: str, dist: Distribution) -> object:
+        searched[path] = dist.first()
+        return searched[path]
+
+    trial = spec.resolve(first)
+    out = out or Path("aesweep-results") / "train-one" / spec.name
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "trial.yaml").write_text(trial.to_yaml())
+    console.print(f"[bold]{spec.name}[/]: variant {trial.objective.variant}, backbone {trial.model.backbone}, "
+                  f"latent {trial.model.latent_dim}, {trial.train.epochs} epoch(s) on {train.pick_device(trial.train.device)}")
+    if searched:
+        console.print("searched fields take: " + ", ".join(f"{k}={v}" for k, v in searched.items()), highlight=False)
+    resume_from = out if resume and (out / train.CHECKPOINT_FILE).exists() else None
+
+    with Progress(TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("{task.fields[last]}"), TimeElapsedColumn(), console=console,
+                  disable=not console.is_terminal) as progress:
+        task = progress.add_task("train", total=None, epoch=0, last="")
+
+        def on_batch(epoch: int, step: int, steps: int) -> None:
+            progress.update(task, completed=step, total=steps, epoch=f"{epoch}/{trial.train.epochs}")
+
+        def report(metrics: dict[str, float], epoch: int, checkpoint: Path | None) -> None:
+            line = (f"epoch {epoch}: train/loss {metrics['train/loss']:.4f}  val/loss {metrics['val/loss']:.4f}  "
+                    f"val/mse {metrics['val/mse']:.5f}  val/psnr {metrics['val/psnr']:.2f} dB  "
+                    f"({metrics['time/epoch_s']:.1f} s)")
+            progress.update(task, last=f"val/loss {metrics['val/loss']:.4f}")
+            progress.console.print(line, highlight=False)
+
+        try:
+            result = train.run_trial(trial, report, resume_from, workdir=out, on_batch=on_batch)
+        except datamod.DataError as err:
+            errors.print(str(err), markup=False, highlight=False, soft_wrap=True)
+            raise typer.Exit(EXIT_BAD_INPUT) from None
+
+    if result.status == "failed":
+        errors.print(f"trial failed: {result.reason}", markup=False, highlight=False)
+        raise typer.Exit(1)
+    table = Table(title=f"{spec.name}: final metrics after {result.epochs} epoch(s)"
+                  + (" (early stop)" if result.stopped_early else ""), title_justify="left")
+    table.add_column("metric", style="cyan")
+    table.add_column("value", justify="right")
+    for key in sorted(result.metrics):
+        table.add_row(key, f"{result.metrics[key]:.6g}")
+    console.print(table)
+    console.print(f"checkpoint and trial.yaml in {out}", highlight=False)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        errors.print("interrupted")
+        sys.exit(130)

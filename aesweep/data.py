@@ -1,0 +1,511 @@
+"""Datasets as whole uint8 tensors on the trial's device, batching by index, corruption and augmentation on device.
+
+A registered dataset is one function ``(cfg) -> Source`` returning the upstream train and test splits as CPU
+tensors; ``load_dataset`` does the common work (seeded subsets, a seeded validation carve, one move to the device).
+Trials are small, so overhead dominates: no DataLoader, no per-sample PIL work, no per-batch host-device copy.
+Images stay uint8 on the device (4x less memory than float) and become float32 in [0, 1] one batch at a time.
+
+Files on disk: ``cfg.root``, else ``$AESWEEP_DATA``, else ``~/.cache/aesweep``, laid out as torchvision lays them out
+(``cifar-10-batches-py/``, ``MNIST/raw/``, ``FashionMNIST/raw/``). Every file is checked against an upstream md5
+before torchvision reads it, and any problem is a ``DataError`` with a one-line message naming the file.
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+import torchvision
+
+from aesweep.registry import DATASETS
+
+if TYPE_CHECKING:
+    from aesweep.spec import DatasetConfig
+
+__all__ = [
+    "DataError", "Split", "Source", "Dataset", "load_dataset", "data_root", "make_shapes", "iterate_batches",
+    "batch_indices", "to_float", "corrupt", "two_views", "FASHION_MNIST_DIRS", "IDX_MD5",
+]
+
+# Where a system package may have installed Fashion-MNIST (Debian: dataset-fashion-mnist). Searched, in order, when
+# the data root lacks the files; they are verified there and extracted into the root.
+FASHION_MNIST_DIRS: tuple[Path, ...] = (Path("/usr/share/datasets/fashion-mnist"),)
+
+# md5 of the uncompressed upstream IDX files. torchvision's tables hold the md5 of the upstream .gz archives, but a
+# distribution may recompress them (Debian's .gz differ byte-wise from upstream while the payload is identical), so
+# a .gz whose own md5 does not match is accepted when its decompressed payload matches here. Same values as in the
+# checksum lists of other public MNIST/Fashion-MNIST loaders.
+IDX_MD5: dict[str, dict[str, str]] = {
+    "MNIST": {
+        "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
+        "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
+        "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
+        "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
+    },
+    "FashionMNIST": {
+        "train-images-idx3-ubyte": "f4a8712d7a061bf5bd6d2ca38dc4d50a",
+        "train-labels-idx1-ubyte": "9018921c3c673c538a1fc5bad174d6f9",
+        "t10k-images-idx3-ubyte": "8181f5470baa50b63fa0f6fddb340f0a",
+        "t10k-labels-idx1-ubyte": "15d484375f8d13e6eb1aabb0c3f46965",
+    },
+}
+
+SHAPE_NAMES = ("circle", "square", "triangle")
+SHAPE_FACTORS = ("shape", "size", "x", "y")
+
+
+class DataError(Exception):
+    """A dataset file is missing, corrupt or unreadable. The message is one line naming the file and the problem."""
+
+    def __init__(self, message: str):
+        super().__init__(re.sub(r"\s*\n\s*", " ", str(message)).strip())
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Containers
+
+
+@dataclass
+class Split:
+    """One split. ``images``: uint8 (N, C, H, W) in 0..255; ``labels``: int64 (N,); ``factors``: float32 (N, F)
+    generative factors or None. All three on one device."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    factors: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        # A registered loader that returns the wrong layout should fail here, not deep inside a trial.
+        if self.images.dtype != torch.uint8 or self.images.ndim != 4:
+            raise ValueError(f"images must be uint8 (N, C, H, W), got {self.images.dtype} {tuple(self.images.shape)}")
+        if self.labels.dtype != torch.int64 or self.labels.shape != self.images.shape[:1]:
+            raise ValueError(f"labels must be int64 ({len(self.images)},), got {self.labels.dtype} "
+                             f"{tuple(self.labels.shape)}")
+        if self.factors is not None and (self.factors.ndim != 2 or len(self.factors) != len(self.images)):
+            raise ValueError(f"factors must be (N, F), got {tuple(self.factors.shape)}")
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: slice | torch.Tensor) -> Split:
+        """Rows of the split: a slice gives views (no copy), an index tensor (on the split's device) a gather."""
+        return Split(self.images[index], self.labels[index], None if self.factors is None else self.factors[index])
+
+    @property
+    def device(self) -> torch.device:
+        return self.images.device
+
+    def to(self, device: torch.device | str) -> Split:
+        return Split(self.images.to(device), self.labels.to(device),
+                     None if self.factors is None else self.factors.to(device))
+
+
+@dataclass
+class Source:
+    """What a registered dataset function returns: the upstream train and test splits, on the CPU."""
+
+    train: Split
+    test: Split
+    class_names: tuple[str, ...]
+    flip_ok: bool  # horizontal flip is label-preserving (not for digits)
+    factor_names: tuple[str, ...] = ()
+
+
+@dataclass
+class Dataset:
+    """A loaded dataset: ``train`` / ``val`` / ``test`` splits (uint8 images, all on one device) and metadata."""
+
+    name: str
+    train: Split
+    val: Split
+    test: Split
+    class_names: tuple[str, ...]
+    flip_ok: bool
+    factor_names: tuple[str, ...] = ()
+
+    @property
+    def channels(self) -> int:
+        return self.train.images.shape[1]
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return (self.train.images.shape[2], self.train.images.shape[3])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def device(self) -> torch.device:
+        return self.train.device
+
+    def to(self, device: torch.device | str) -> Dataset:
+        """All splits on ``device``, moved once; batches are then index slices there."""
+        return replace(self, train=self.train.to(device), val=self.val.to(device), test=self.test.to(device))
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Loading
+
+
+def _generator(seed: int, stream: str) -> torch.Generator:
+    # One independent stream per purpose: the test subset must not change when train_size does, and the shapes
+    # train/test split must not correlate with the subset drawn from it under the same seed.
+    digest = hashlib.blake2b(f"{seed}/{stream}".encode(), digest_size=8).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest, "little") & (2**63 - 1))
+
+
+def _order(n: int, size: int | None, gen: torch.Generator, what: str) -> torch.Tensor:
+    """The first ``size`` entries (all when None) of a seeded permutation of ``range(n)``."""
+    if size is not None and size > n:
+        raise DataError(f"{what}: {size} requested but the split holds only {n} images")
+    return torch.randperm(n, generator=gen)[:size]
+
+
+def load_dataset(cfg: DatasetConfig, device: torch.device | str | None = None) -> Dataset:
+    """Load ``cfg.name``: subset train (``train_size``) and test (``test_size``), carve ``val_fraction`` of the
+    train subset as validation (all seeded by ``cfg.seed``), and move everything to ``device`` (None: stay on CPU).
+
+    Deterministic given the config; the three splits are disjoint and keep the upstream order within them. Under
+    one seed a larger ``train_size`` only adds rows to train+val (a prefix of one permutation), as
+    label-efficiency curves want.
+    """
+    source: Source = DATASETS.get(cfg.name)(cfg)
+    order = _order(len(source.train), cfg.train_size, _generator(cfg.seed, "train"), f"{cfg.name}: train_size")
+    test_rows = _order(len(source.test), cfg.test_size, _generator(cfg.seed, "test"), f"{cfg.name}: test_size")
+    n_val = int(cfg.val_fraction * len(order) + 0.5)
+    if cfg.val_fraction > 0:
+        n_val = max(n_val, 1)  # an empty validation split would break every val/ metric downstream
+    if n_val >= len(order):
+        raise DataError(f"{cfg.name}: val_fraction {cfg.val_fraction} of {len(order)} train images leaves "
+                        "none to train on")
+    train = source.train[order[n_val:].sort().values]
+    val = source.train[order[:n_val].sort().values]
+    test = source.test[test_rows.sort().values]
+    dataset = Dataset(cfg.name, train, val, test, tuple(source.class_names), source.flip_ok,
+                      tuple(source.factor_names))
+    return dataset.to(device) if device is not None else dataset
+
+
+def data_root(cfg: DatasetConfig) -> Path:
+    """``cfg.root``, else ``$AESWEEP_DATA``, else ``~/.cache/aesweep``."""
+    return Path(cfg.root or os.environ.get("AESWEEP_DATA") or "~/.cache/aesweep").expanduser()
+
+
+_md5_memo: dict[tuple[str, int, int], str] = {}
+
+
+def _md5(path: Path) -> str:
+    # Memoised on (path, size, mtime): a worker that reloads a dataset for each trial hashes its files once.
+    stat = path.stat()
+    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    if key not in _md5_memo:
+        digest = hashlib.md5()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        _md5_memo[key] = digest.hexdigest()
+    return _md5_memo[key]
+
+
+def _mismatch(path: Path, actual: str, expected: str) -> DataError:
+    return DataError(f"{path}: checksum mismatch (md5 {actual}, expected {expected}; "
+                     "the file is corrupted or truncated)")
+
+
+def _check(path: Path, expected: str) -> None:
+    actual = _md5(path)
+    if actual != expected:
+        raise _mismatch(path, actual, expected)
+
+
+def _gunzip(src: Path, dest: Path | None) -> str | None:
+    """md5 of the decompressed payload of ``src`` (None if it is not a valid gzip), written to ``dest`` if given."""
+    digest = hashlib.md5()
+    try:
+        with gzip.open(src, "rb") as f, open(dest or os.devnull, "wb") as out:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+                out.write(block)
+    except (OSError, EOFError, gzip.BadGzipFile, ValueError):
+        return None
+    return digest.hexdigest()
+
+
+def _download(name: str, root: Path, missing: list[Path], fetch: Callable[[Path], None],
+              md5s: dict[Path, str]) -> None:
+    """Fetch through torchvision into a temporary directory inside ``root``, verify, move the missing files into
+    place. The temporary directory is removed whatever happens, so a failure leaves no partial file behind."""
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".download-", dir=root))
+    try:
+        fetch(tmp)
+        for path in missing:
+            _check(tmp / path.relative_to(root), md5s[path])
+        for path in missing:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp / path.relative_to(root), path)
+    except Exception as err:
+        why = " ".join(str(err).split())[:300]  # torchvision lists every mirror tried, over several lines
+        raise DataError(f"{name}: {missing[0]} not found and download failed ({type(err).__name__}: {why}); "
+                        "put the upstream files there or set AESWEEP_DATA") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _fetch(cls: type, folder: Path) -> None:
+    """torchvision's own download (mirrors, archive md5, extraction) into ``folder``, without the constructor: it
+    would also load a split and turn a corrupt file into a generic error before ``_download`` can name it."""
+    dataset = cls.__new__(cls)
+    torchvision.datasets.VisionDataset.__init__(dataset, str(folder))
+    dataset.download()
+
+
+def _not_found(name: str, path: Path) -> DataError:
+    return DataError(f"{name}: {path} not found and download is off (dataset.download: false); "
+                     "put the upstream files there or set AESWEEP_DATA")
+
+
+def _construct(name: str, make: Callable[[], object], where: Path):
+    # The files were verified, so a failure here is an unexpected format; keep torchvision's trace out of it.
+    try:
+        return make()
+    except Exception as err:
+        raise DataError(f"{name}: torchvision could not read {where} ({type(err).__name__}: {err})") from None
+
+
+@DATASETS.register("cifar10")
+def cifar10(cfg: DatasetConfig) -> Source:
+    """CIFAR-10: 50000 train / 10000 test RGB 32x32 images, 10 classes (torchvision files, md5-verified)."""
+    cls, root = torchvision.datasets.CIFAR10, data_root(cfg)
+    folder = root / cls.base_folder
+    md5s = {folder / f: md5 for f, md5 in [*cls.train_list, *cls.test_list, (cls.meta["filename"], cls.meta["md5"])]}
+    missing = [path for path in md5s if not path.is_file()]
+    for path, md5 in md5s.items():
+        if path not in missing:
+            _check(path, md5)
+    if missing:
+        if not cfg.download:
+            raise _not_found("cifar10", missing[0])
+        _download("cifar10", root, missing, lambda tmp: _fetch(cls, tmp), md5s)
+
+    def split(train: bool) -> tuple[Split, list[str]]:
+        ds = _construct("cifar10", lambda: cls(str(root), train=train, download=False), folder)
+        # torchvision keeps CIFAR as NHWC numpy; the upstream rows are channel planes, so NCHW is a transpose back.
+        images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()
+        return Split(images, torch.as_tensor(ds.targets, dtype=torch.int64)), ds.classes
+
+    (train, classes), (test, _) = split(True), split(False)
+    return Source(train, test, tuple(classes), flip_ok=True)
+
+
+def _gz_size(path: Path) -> int:
+    """The payload size that gzip's trailer records (mod 2^32); -1 for a file too short to hold one."""
+    with open(path, "rb") as f:
+        if f.seek(0, os.SEEK_END) < 4:
+            return -1
+        f.seek(-4, os.SEEK_END)
+        return int.from_bytes(f.read(4), "little")
+
+
+def _idx_files(cls: type, root: Path, search_dirs: tuple[Path, ...]) -> list[Path]:
+    """Make ``root/<Class>/raw`` hold the verified, uncompressed IDX files torchvision reads; return the .gz paths
+    found nowhere. Sources, in order: the .gz in the root; the uncompressed file alone in the root; the .gz in a
+    search dir. A .gz passes if its md5 matches torchvision's table or its payload matches ``IDX_MD5`` (a
+    distribution's recompressed copy). Extraction goes to ``.part`` files that are renamed into place only once
+    every file has passed, so a corrupt or missing file leaves the root as it was."""
+    raw = root / cls.__name__ / "raw"
+    payload_md5 = IDX_MD5.get(cls.__name__, {})
+    missing: list[Path] = []
+    staged: list[tuple[Path, Path]] = []
+    try:
+        for filename, md5 in cls.resources:
+            gz = raw / os.path.basename(filename)
+            out = raw / gz.name.removesuffix(".gz")
+            want = payload_md5.get(out.name)
+            if gz.is_file():
+                src = gz
+            elif out.is_file():
+                if want is not None:  # nothing to check it against but the upstream payload md5
+                    _check(out, want)
+                continue
+            else:
+                src = next((d / gz.name for d in search_dirs if (d / gz.name).is_file()), None)
+                if src is None:
+                    missing.append(gz)
+                    continue
+            archive_ok = _md5(src) == md5
+            fresh = out.is_file() and out.stat().st_size == _gz_size(src)  # a stale extraction is redone
+            if archive_ok and fresh:
+                continue
+            part = None if fresh else out.with_name(out.name + ".part")
+            if part is not None:
+                raw.mkdir(parents=True, exist_ok=True)
+                staged.append((part, out))
+            got = _gunzip(src, part)
+            if got is None or (not archive_ok and got != want):
+                raise _mismatch(src, _md5(src), md5)
+        if not missing:
+            for part, out in staged:
+                os.replace(part, out)
+    finally:
+        for part, _ in staged:
+            part.unlink(missing_ok=True)
+    return missing
+
+
+def _idx_dataset(name: str, cls: type, cfg: DatasetConfig, flip_ok: bool, search_dirs: tuple[Path, ...] = ()):
+    root = data_root(cfg)
+    missing = _idx_files(cls, root, search_dirs)
+    if missing:
+        if not cfg.download:
+            raise _not_found(name, missing[0])
+        md5s = {root / cls.__name__ / "raw" / os.path.basename(f): md5 for f, md5 in cls.resources}
+        _download(name, root, missing, lambda tmp: _fetch(cls, tmp), md5s)
+        _idx_files(cls, root, search_dirs)
+
+    def split(train: bool) -> Split:
+        ds = _construct(name, lambda: cls(str(root), train=train, download=False), root / cls.__name__ / "raw")
+        return Split(ds.data.unsqueeze(1).contiguous(), ds.targets.to(torch.int64))
+
+    return Source(split(True), split(False), tuple(cls.classes), flip_ok=flip_ok)
+
+
+@DATASETS.register("mnist")
+def mnist(cfg: DatasetConfig) -> Source:
+    """MNIST digits: 60000 train / 10000 test grey 28x28 images, 10 classes (torchvision files, md5-verified)."""
+    return _idx_dataset("mnist", torchvision.datasets.MNIST, cfg, flip_ok=False)  # a flipped 2 or 7 is no digit
+
+
+@DATASETS.register("fashion_mnist")
+def fashion_mnist(cfg: DatasetConfig) -> Source:
+    """Fashion-MNIST: 60000 train / 10000 test grey 28x28 images, 10 classes (system copy or torchvision)."""
+    return _idx_dataset("fashion_mnist", torchvision.datasets.FashionMNIST, cfg, flip_ok=True,
+                        search_dirs=FASHION_MNIST_DIRS)
+
+
+def make_shapes(canvas: int = 28, sizes: range = range(7, 15)) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every filled white circle, square and up-pointing isosceles triangle of side ``size`` (bounding box) at every
+    position that fits on a black ``canvas``: uint8 images (N, 1, canvas, canvas) in {0, 255} and float32 factors
+    (N, 4) = (shape index, size, x, y), (x, y) the column and row of the bounding box's top-left pixel.
+    N = 3 * sum((canvas + 1 - s)^2): 8340 for the defaults, all distinct."""
+    images, factors = [], []
+    for s in sizes:
+        c = torch.arange(s) + 0.5 - s / 2  # pixel-centre offsets from the box centre
+        circle = c[:, None] ** 2 + c[None, :] ** 2 <= (s / 2) ** 2
+        square = torch.ones(s, s, dtype=torch.bool)
+        # Row r spans |offset| <= (r + 1) / 2: apex 1-2 pixels wide on top, the full side at the bottom.
+        triangle = c[None, :].abs() <= (torch.arange(s)[:, None] + 1) / 2
+        masks = torch.stack([circle, square, triangle]).to(torch.uint8) * 255
+        pos = torch.arange(canvas - s + 1)
+        shape, y, x = (t.reshape(-1) for t in torch.meshgrid(torch.arange(3), pos, pos, indexing="ij"))
+        out = torch.zeros(len(shape), canvas, canvas, dtype=torch.uint8)
+        r = torch.arange(s)
+        # One scatter per size: sample n gets its mask at rows y[n]+r, columns x[n]+r.
+        out[torch.arange(len(shape))[:, None, None], (y[:, None] + r)[:, :, None], (x[:, None] + r)[:, None, :]] = \
+            masks[shape]
+        images.append(out.unsqueeze(1))
+        factors.append(torch.stack([shape, torch.full_like(shape, s), x, y], dim=1).float())
+    return torch.cat(images), torch.cat(factors)
+
+
+@DATASETS.register("shapes")
+def shapes(cfg: DatasetConfig) -> Source:
+    """Generated shapes (circle/square/triangle, sizes 7..14, every position on 28x28): 8340 images, no download."""
+    images, factors = make_shapes()
+    order = torch.randperm(len(images), generator=_generator(cfg.seed, "shapes"))
+    n_test = len(images) // 6
+
+    def split(index: torch.Tensor) -> Split:
+        index = index.sort().values
+        return Split(images[index], factors[index, 0].long(), factors[index])
+
+    return Source(split(order[n_test:]), split(order[:n_test]), SHAPE_NAMES, flip_ok=True,
+                  factor_names=SHAPE_FACTORS)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Batching and device-side transforms
+
+
+def batch_indices(n: int, batch_size: int, *, shuffle: bool, device: torch.device | str = "cpu",
+                  generator: torch.Generator | None = None, drop_last: bool = False) -> Iterator[torch.Tensor]:
+    """int64 index tensors on ``device`` covering ``range(n)`` once per pass, in order or shuffled by
+    ``torch.randperm`` on ``device`` (``generator`` must live there). The last short batch is dropped if asked."""
+    order = torch.randperm(n, device=device, generator=generator) if shuffle else torch.arange(n, device=device)
+    stop = n - n % batch_size if drop_last else n
+    for start in range(0, stop, batch_size):
+        yield order[start:start + batch_size]
+
+
+def iterate_batches(split: Split, batch_size: int, *, shuffle: bool, generator: torch.Generator | None = None,
+                    drop_last: bool = False) -> Iterator[Split]:
+    """One epoch of ``split`` as ``Split`` batches (uint8 images, labels, factors) on the split's device.
+
+    Batches are rows of the device tensors: contiguous views when not shuffled, one gather per batch when
+    shuffled (``generator`` must live on the split's device). Nothing crosses the host-device boundary."""
+    if shuffle:
+        for index in batch_indices(len(split), batch_size, shuffle=True, device=split.device, generator=generator,
+                                   drop_last=drop_last):
+            yield split[index]
+        return
+    stop = len(split) - len(split) % batch_size if drop_last else len(split)
+    for start in range(0, stop, batch_size):
+        yield split[start:start + batch_size]
+
+
+def to_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 images (any shape) -> float32 in [0, 1], same shape and device (a new tensor)."""
+    if images.dtype != torch.uint8:
+        raise TypeError(f"to_float expects uint8 images, got {images.dtype}")
+    return images.to(torch.float32).div_(255)
+
+
+def corrupt(x: torch.Tensor, sigma: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Denoising input: ``x + N(0, sigma^2)`` clipped to [0, 1]. ``x`` float in [0, 1], any shape; noise is drawn
+    on x's device from ``generator`` (which must live there). ``sigma == 0`` returns ``x`` itself."""
+    if sigma == 0:
+        return x
+    noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    return (x + sigma * noise).clamp_(0, 1)
+
+
+def _augment(x: torch.Tensor, flip: bool, generator: torch.Generator | None, pad: int, jitter: float) -> torch.Tensor:
+    b, c, h, w = x.shape
+    dev = x.device
+    padded = F.pad(x, (pad, pad, pad, pad))  # zeros: the crop may show black borders, as in the usual recipe
+    dy = torch.randint(0, 2 * pad + 1, (b,), device=dev, generator=generator)
+    dx = torch.randint(0, 2 * pad + 1, (b,), device=dev, generator=generator)
+    cols = torch.arange(w, device=dev).expand(b, w)
+    if flip:  # flip folded into the crop's column index: one gather does both
+        flipped = torch.rand(b, device=dev, generator=generator) < 0.5
+        cols = torch.where(flipped[:, None], w - 1 - cols, cols)
+    rows = dy[:, None] + torch.arange(h, device=dev)
+    cols = dx[:, None] + cols
+    out = padded[torch.arange(b, device=dev)[:, None, None, None], torch.arange(c, device=dev)[None, :, None, None],
+                 rows[:, None, :, None], cols[:, None, None, :]]
+    if jitter > 0:
+        u = torch.rand(2, b, 1, 1, 1, device=dev, generator=generator, dtype=x.dtype) * 2 - 1  # U(-1, 1)
+        mean = out.mean(dim=(1, 2, 3), keepdim=True)
+        out = (out - mean) * (1 + jitter * u[0]) + mean + jitter * u[1]  # contrast, then brightness
+    return out.clamp_(0, 1)
+
+
+def two_views(x: torch.Tensor, *, flip: bool, generator: torch.Generator | None = None, pad: int | None = None,
+              jitter: float = 0.2) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two independently augmented views of a float batch ``x`` (B, C, H, W) in [0, 1], each (B, C, H, W) in [0, 1]
+    on x's device: random crop after zero padding (``pad`` px; default min(H, W) // 8: 4 for 32x32, 3 for 28x28),
+    horizontal flip with probability 0.5 if ``flip``, contrast and brightness jitter of +-``jitter``. Batched
+    gathers, no per-sample loop; every random number comes from ``generator`` (on x's device), so one seed gives
+    the same views."""
+    pad = max(1, min(x.shape[-2:]) // 8) if pad is None else pad
+    return _augment(x, flip, generator, pad, jitter), _augment(x, flip, generator, pad, jitter)

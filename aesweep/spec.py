@@ -1,0 +1,869 @@
+"""The sweep spec: one YAML file, typed, conditional.
+
+Two families of pydantic models:
+
+- ``TrialConfig``: one concrete trial. Every field holds a value; no distribution ever.
+- ``SweepSpec``: the file. Its searchable sections (dataset, model, objective, train, eval) are generated from
+  the TrialConfig sections so that every field may also hold a distribution: ``{choice: [...]}``,
+  ``{grid: [...]}``, ``{uniform: [lo, hi]}``, ``{loguniform: [lo, hi]}``, ``{int: [lo, hi]}``. Generating them keeps
+  one source of truth for names, types, bounds and defaults.
+
+Knobs that belong to one variant (beta for vae/mmd, sparsity for sparse, ...) may be given flat in
+``objective`` or per variant (``objective.vae.beta``); ``SweepSpec.resolve`` decides the variant first and then
+asks only for the knobs of the variant drawn, so a define-by-run searcher never samples beta for a sparse AE.
+
+Errors are reported as ``FILE:LINE: dotted.field.path: message``, LINE taken from the YAML node.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Annotated, Any, Generic, Literal, TypeVar, Union, get_args, get_origin
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    PrivateAttr,
+    Tag,
+    ValidationError,
+    create_model,
+    model_validator,
+)
+from pydantic.fields import FieldInfo
+
+from aesweep import registry, variants
+
+# --------------------------------------------------------------------------------------------------------------
+# Name checks against the registries. Datasets and backbones register from modules that import torch, so the
+# registries are filled lazily, at validation time.
+
+
+def _registered(reg: registry.Registry) -> Callable[[str], str]:
+    def check(name: str) -> str:
+        registry.load_all()
+        try:
+            reg.get(name)
+        except registry.UnknownNameError as err:  # pydantic reports ValueErrors, not KeyErrors
+            raise ValueError(str(err)) from None
+        return name
+
+    return check
+
+
+def _registered_list(reg: registry.Registry) -> Callable[[list[str]], list[str]]:
+    def check(names: list[str]) -> list[str]:
+        registry.load_all()
+        # Metrics and probes arrive with the evaluation issue: until something registers, names pass.
+        unknown = [n for n in names if len(reg) and n not in reg]
+        if unknown:
+            raise ValueError(f"unknown {reg.kind} {unknown[0]!r}; known: {', '.join(reg.names())}")
+        return names
+
+    return check
+
+
+def _known_variant(name: str) -> str:
+    try:
+        variants.parts(name)
+    except registry.UnknownNameError as err:
+        raise ValueError(str(err)) from None
+    return name
+
+
+DatasetName = Annotated[str, AfterValidator(_registered(registry.DATASETS))]
+BackboneName = Annotated[str, AfterValidator(_registered(registry.BACKBONES))]
+VariantName = Annotated[str, AfterValidator(_known_variant)]
+PositiveInt = Annotated[int, Field(gt=0)]
+NonNegFloat = Annotated[float, Field(ge=0)]
+PositiveFloat = Annotated[float, Field(gt=0)]
+Fraction = Annotated[float, Field(ge=0, lt=1)]
+
+
+class Strict(BaseModel):
+    """Base of every config section: unknown keys are errors, values are validated on assignment too."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# TrialConfig: one concrete trial.
+
+
+class DatasetConfig(Strict):
+    name: DatasetName = "shapes"
+    root: str | None = None  # default: $AESWEEP_DATA or ~/.cache/aesweep
+    download: bool = True  # fetch missing files through torchvision (checksums verified)
+    train_size: PositiveInt | None = None  # subset of the train split (before carving val); None = all
+    test_size: PositiveInt | None = None
+    val_fraction: Fraction = 0.1  # carved from train, seeded
+    seed: int = 0  # subset and split seed
+
+
+class ModelConfig(Strict):
+    backbone: BackboneName = "conv"
+    latent_dim: PositiveInt = 32
+    width: PositiveFloat = 1.0  # channel / unit multiplier of the backbone
+    depth: PositiveInt | None = None  # backbone-specific (mlp: hidden layers 1..8); None = backbone default
+    projection_dim: PositiveInt = 128  # contrastive projection head output
+
+
+class PriorConfig(Strict):
+    """Diagonal Gaussian prior N(mean, diag(std^2)); a scalar broadcasts over the latent dimensions."""
+
+    mean: float | list[float] = 0.0
+    std: PositiveFloat | list[PositiveFloat] = 1.0
+
+
+class ObjectiveConfig(Strict):
+    variant: VariantName = "ae"
+    recon: Literal["mse", "bce", "mae", "mse+mae"] = "mse"
+    mae_weight: NonNegFloat = 1.0  # weight of the MAE part of mse+mae
+    recon_weight: NonNegFloat | None = None  # None: 1 if the variant reconstructs, else 0
+    # Variant knobs (see variants.PRESETS for who owns which). None = not used by this trial's variant.
+    sparsity: NonNegFloat | None = None
+    noise_sigma: NonNegFloat | None = None
+    beta: NonNegFloat | None = None
+    prior: PriorConfig | None = None
+    latent_noise: NonNegFloat | None = None
+    temperature: PositiveFloat | None = None
+
+
+class EarlyStoppingConfig(Strict):
+    patience: PositiveInt | None = 5  # epochs without improvement; None disables
+    monitor: str = "val/loss"
+    mode: Literal["min", "max"] = "min"
+    min_delta: NonNegFloat = 0.0
+
+
+class TrainConfig(Strict):
+    epochs: PositiveInt = 10
+    batch_size: PositiveInt = 128
+    lr: PositiveFloat = 1e-3
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    weight_decay: NonNegFloat = 0.0
+    grad_clip: PositiveFloat | None = None
+    early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["fp32", "bf16"] = "fp32"  # bf16 autocast, CUDA only
+
+
+class EvalConfig(Strict):
+    metrics: Annotated[list[str], AfterValidator(_registered_list(registry.METRICS))] = Field(
+        default_factory=lambda: ["mse", "rmse", "mae", "psnr", "ssim", "uqi", "ergas", "bce"]
+    )
+    probes: Annotated[list[str], AfterValidator(_registered_list(registry.PROBES))] = Field(
+        default_factory=lambda: ["logreg", "knn"]
+    )
+    clustering: Annotated[list[str], AfterValidator(_registered_list(registry.CLUSTERERS))] = Field(
+        default_factory=lambda: ["kmeans"]
+    )
+    figures: list[str] = Field(default_factory=lambda: ["reconstructions", "latent_pca"])
+    protocol: Literal["fast", "paper"] = "fast"
+    subsample: PositiveInt | None = 10_000  # bound on probe training rows
+    online_probe_every: PositiveInt | None = None  # epochs between cheap validation probes; None = off
+
+
+class TrialConfig(Strict):
+    """One concrete trial: what ``train.run_trial`` consumes. Never holds a distribution."""
+
+    name: str = "trial"
+    dataset: DatasetConfig = Field(default_factory=DatasetConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    objective: ObjectiveConfig = Field(default_factory=ObjectiveConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+
+    def flat(self) -> dict[str, Any]:
+        """The config flattened with dots (MLflow params); None values are left out."""
+        return flatten(self.model_dump(mode="json"))
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, path + "."))
+        elif value is not None:
+            out[path] = value
+    return out
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Distributions. A field of type T in a searchable section accepts T or one of these; which kinds are allowed
+# depends on T (uniform on an integer field is an error, not a silent rounding).
+
+V = TypeVar("V")
+DIST_KEYS = ("choice", "grid", "uniform", "loguniform", "int")
+
+
+class Distribution(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    def first(self) -> Any:
+        """The value a trial takes when nobody searches: the first option or the low end."""
+        raise NotImplementedError
+
+
+class Choice(Distribution, Generic[V]):
+    choice: Annotated[list[V], Field(min_length=1)]
+
+    def first(self) -> Any:
+        return self.choice[0]
+
+    @property
+    def options(self) -> list[Any]:
+        return list(self.choice)
+
+
+class Grid(Distribution, Generic[V]):
+    """Like choice, but exhaustive: grid search runs every value (and TPE treats it as categorical)."""
+
+    grid: Annotated[list[V], Field(min_length=1)]
+
+    def first(self) -> Any:
+        return self.grid[0]
+
+    @property
+    def options(self) -> list[Any]:
+        return list(self.grid)
+
+
+def _ordered(lo_hi: tuple[Any, Any]) -> None:
+    if not lo_hi[0] < lo_hi[1]:
+        raise ValueError(f"low {lo_hi[0]} must be below high {lo_hi[1]}")
+
+
+class Uniform(Distribution, Generic[V]):
+    uniform: tuple[V, V]
+
+    @model_validator(mode="after")
+    def _check(self) -> Uniform:
+        _ordered(self.uniform)
+        return self
+
+    def first(self) -> Any:
+        return self.uniform[0]
+
+
+class LogUniform(Distribution, Generic[V]):
+    loguniform: tuple[V, V]
+
+    @model_validator(mode="after")
+    def _check(self) -> LogUniform:
+        if self.loguniform[0] <= 0:
+            raise ValueError(f"loguniform needs a positive low end, got {self.loguniform[0]}")
+        _ordered(self.loguniform)
+        return self
+
+    def first(self) -> Any:
+        return self.loguniform[0]
+
+
+class IntRange(Distribution, Generic[V]):
+    """Integers lo..hi inclusive; ``log: true`` samples on a log scale (latent sizes)."""
+
+    bounds: tuple[V, V] = Field(alias="int")
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _check(self) -> IntRange:
+        if self.log and self.bounds[0] <= 0:
+            raise ValueError(f"int with log: true needs a positive low end, got {self.bounds[0]}")
+        _ordered(self.bounds)
+        return self
+
+    def first(self) -> Any:
+        return self.bounds[0]
+
+
+def _dist_kind(value: Any) -> str | None:
+    """Discriminator: the distribution kind of a mapping (or a parsed distribution), None for none or several."""
+    if isinstance(value, Distribution):
+        return _dist_kind_name(value)
+    keys = [k for k in DIST_KEYS if isinstance(value, dict) and k in value]
+    return keys[0] if len(keys) == 1 else None
+
+
+def is_distribution_like(value: Any) -> bool:
+    return isinstance(value, Distribution) or (isinstance(value, dict) and any(k in value for k in DIST_KEYS))
+
+
+# Tags that pydantic puts into error locations; they are not part of the user's path and are stripped.
+_TAG = "~"
+
+
+def _base_type(annotation: Any) -> Any:
+    """The innermost non-None, non-Annotated type, to decide which distributions a field allows."""
+    while get_origin(annotation) is Annotated:
+        annotation = get_args(annotation)[0]
+    if get_origin(annotation) is Union or type(annotation).__name__ == "UnionType":
+        members = [a for a in get_args(annotation) if a is not type(None)]
+        if len(members) == 1:
+            return _base_type(members[0])
+        return annotation
+    return annotation
+
+
+def _without_none(annotation: Any) -> Any:
+    if get_origin(annotation) is Union or type(annotation).__name__ == "UnionType":
+        members = [a for a in get_args(annotation) if a is not type(None)]
+        return members[0] if len(members) == 1 else Union[tuple(members)]  # noqa: UP007
+    return annotation
+
+
+def _dist_union(annotation: Any) -> Any:
+    base = _base_type(annotation)
+    scalar = _without_none(annotation)
+    kinds: list[Any] = [Annotated[Choice[annotation], Tag("choice")], Annotated[Grid[annotation], Tag("grid")]]
+    if base is float:
+        kinds += [
+            Annotated[Uniform[scalar], Tag("uniform")],
+            Annotated[LogUniform[scalar], Tag("loguniform")],
+            Annotated[IntRange[scalar], Tag("int")],
+        ]
+    elif base is int:
+        kinds += [Annotated[IntRange[scalar], Tag("int")]]
+    return Annotated[Union[tuple(kinds)], Discriminator(_dist_kind)]  # noqa: UP007
+
+
+def _searchable_annotation(annotation: Any) -> Any:
+    """T -> T | distribution over T; a nested section becomes its searchable twin (or a distribution over it)."""
+    base = _base_type(annotation)
+    value_type = annotation
+    if isinstance(base, type) and issubclass(base, Strict):
+        nested = searchable(base)
+        value_type = nested | None if _without_none(annotation) is not annotation else nested
+    return Annotated[
+        Union[  # noqa: UP007
+            Annotated[_dist_union(annotation), Tag(_TAG + "dist")],
+            Annotated[value_type, Tag(_TAG + "value")],
+        ],
+        Discriminator(lambda v: _TAG + ("dist" if is_distribution_like(v) else "value")),
+    ]
+
+
+def _field_annotation(info: FieldInfo) -> Any:
+    # pydantic moves Annotated metadata (bounds, validators) out of the annotation; put it back on the type.
+    return Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
+
+
+def _copy_default(info: FieldInfo) -> FieldInfo:
+    factory = info.default_factory
+    if isinstance(factory, type) and issubclass(factory, Strict):
+        factory = searchable(factory)  # a nested section's default is its searchable twin
+    if factory is not None:
+        return Field(default_factory=factory, alias=info.alias)
+    return Field(default=info.default, alias=info.alias)
+
+
+_SEARCHABLE: dict[type, type[BaseModel]] = {}
+
+
+def searchable(model: type[Strict]) -> type[BaseModel]:
+    """The searchable twin of a config section: same fields, defaults and bounds; each may be a distribution."""
+    if model not in _SEARCHABLE:
+        fields = {
+            name: (_searchable_annotation(_field_annotation(info)), _copy_default(info))
+            for name, info in model.model_fields.items()
+        }
+        _SEARCHABLE[model] = create_model(f"Searchable{model.__name__}", __base__=Strict, **fields)
+    return _SEARCHABLE[model]
+
+
+# The objective also has one optional section per variant, holding that variant's knobs only: a sweep over
+# variants samples a knob only for the variant drawn. Any knob is typed here; the wrong-variant check is
+# semantic (see _check_variant_knobs) so that its message can say which knobs the variant does own.
+_SearchableObjectiveBase = searchable(ObjectiveConfig)
+_KnobSection = create_model(
+    "VariantKnobs",
+    __base__=Strict,
+    **{
+        knob: (_searchable_annotation(_field_annotation(ObjectiveConfig.model_fields[knob])), None)
+        for knob in variants.KNOBS
+    },
+)
+SearchableObjective = create_model(
+    "SearchableObjectiveConfig",
+    __base__=_SearchableObjectiveBase,
+    **{preset.name: (_KnobSection | None, None) for preset in variants.PRESETS},
+)
+_SEARCHABLE[ObjectiveConfig] = SearchableObjective
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Sweep-level sections: never searched.
+
+Metric = Annotated[str, Field(min_length=1)]
+
+
+class SchedulerConfig(Strict):
+    name: Literal["none", "asha"] = "none"
+    grace_period: PositiveInt = 1  # epochs before ASHA may stop a trial
+    reduction_factor: Annotated[float, Field(gt=1)] = 2.0
+    metric: Metric | None = None  # default: the first search metric, reported per epoch (e.g. val/loss)
+    mode: Literal["min", "max"] | None = None
+
+
+class SearchConfig(Strict):
+    algorithm: Literal["tpe", "random", "grid", "nsga2"] = "tpe"
+    # Objective(s) with their modes, in order; several = multi-objective (nsga2 / multi-objective TPE).
+    metrics: Annotated[dict[Metric, Literal["min", "max"]], Field(min_length=1)] = Field(
+        default_factory=lambda: {"val/loss": "min"}
+    )
+    num_samples: PositiveInt = 8
+    scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
+    max_concurrent: PositiveInt | None = None
+    seeds: PositiveInt = 1  # each configuration runs with this many training seeds
+    seed: int = 0  # the searcher's seed
+    max_failures: Annotated[int, Field(ge=0)] = 2  # retries of a trial whose process or node died
+
+    @model_validator(mode="before")
+    @classmethod
+    def _scheduler_shorthand(cls, data: Any) -> Any:
+        # `scheduler: asha` is the common case; accept it as {name: asha}.
+        if isinstance(data, dict) and isinstance(data.get("scheduler"), str):
+            data = {**data, "scheduler": {"name": data["scheduler"]}}
+        return data
+
+
+class ResourcesConfig(Strict):
+    cpu: Annotated[float, Field(gt=0)] = 1.0
+    gpu: Annotated[float, Field(ge=0)] = 0.0  # a fraction (0.25) packs several trials on one GPU
+
+
+class TrackingConfig(Strict):
+    uri: str | None = None  # else --tracking-uri, else MLFLOW_TRACKING_URI, else sqlite:///mlflow.db
+    experiment: str | None = None  # default: the sweep name
+    storage: str | None = None  # Ray Tune storage_path; default ./aesweep-results
+
+
+SweepName = Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
+SEARCHABLE_SECTIONS = ("dataset", "model", "objective", "train", "eval")
+SearchableDataset = searchable(DatasetConfig)
+SearchableModel = searchable(ModelConfig)
+SearchableTrain = searchable(TrainConfig)
+SearchableEval = searchable(EvalConfig)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The file.
+
+Chooser = Callable[[str, Distribution], Any]
+
+
+def first_value(path: str, dist: Distribution) -> Any:
+    """The chooser of `train-one` and of validation: first option, or the low end of a range."""
+    return dist.first()
+
+
+class SweepSpec(Strict):
+    """A sweep file: fixed values and distributions; resolve it into TrialConfigs."""
+
+    name: SweepName
+    description: str | None = None
+    dataset: SearchableDataset = Field(default_factory=SearchableDataset)
+    model: SearchableModel = Field(default_factory=SearchableModel)
+    objective: SearchableObjective = Field(default_factory=SearchableObjective)
+    train: SearchableTrain = Field(default_factory=SearchableTrain)
+    eval: SearchableEval = Field(default_factory=SearchableEval)
+    search: SearchConfig = Field(default_factory=SearchConfig)
+    resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+
+    _source: str | None = PrivateAttr(default=None)
+    _data: dict[str, Any] = PrivateAttr(default_factory=dict)
+
+    # -- identity ---------------------------------------------------------------------------------------------
+    @property
+    def source(self) -> str | None:
+        """The file this spec was loaded from, if any."""
+        return self._source
+
+    @property
+    def data(self) -> dict[str, Any]:
+        """The document as loaded (after --set overrides): what the parent run stores as the spec artifact."""
+        return copy.deepcopy(self._data) or self.model_dump(mode="json", by_alias=True)
+
+    @property
+    def hash(self) -> str:
+        canonical = yaml.safe_dump(self.data, sort_keys=True)
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+    # -- the search space ---------------------------------------------------------------------------------------
+    def possible_variants(self) -> list[str]:
+        variant = self.objective.variant
+        return list(variant.options) if isinstance(variant, Distribution) else [variant]
+
+    def parameters(self) -> dict[str, Distribution]:
+        """Every distribution in the spec by its path, conditional ones included (``objective.vae.beta``)."""
+        found: dict[str, Distribution] = {}
+
+        def walk(path: str, value: Any) -> None:
+            if isinstance(value, Distribution):
+                found[path] = value
+            elif isinstance(value, BaseModel):
+                for key in type(value).model_fields:
+                    walk(f"{path}.{key}" if path else key, getattr(value, key))
+
+        for section in SEARCHABLE_SECTIONS:
+            walk(section, getattr(self, section))
+        return found
+
+    def resolve(self, choose: Chooser = first_value) -> TrialConfig:
+        """One concrete trial. ``choose(path, distribution)`` is asked for each distribution the trial needs,
+        in a fixed order, the variant before its knobs: a define-by-run searcher plugs in here directly."""
+
+        def value(path: str, v: Any) -> Any:
+            if isinstance(v, Distribution):
+                v = choose(path, v)
+            if isinstance(v, BaseModel):
+                return {k: value(f"{path}.{k}", getattr(v, k)) for k in type(v).model_fields}
+            return v
+
+        tree: dict[str, Any] = {"name": self.name}
+        for section in SEARCHABLE_SECTIONS:
+            if section != "objective":
+                tree[section] = value(section, getattr(self, section))
+        tree["objective"] = self._resolve_objective(value)
+        try:
+            return TrialConfig.model_validate(tree)
+        except ValidationError as err:  # a combination the per-field checks could not see
+            raise SpecError([Problem(self._source or "<spec>", None, _loc_path(e["loc"]), _message(e))
+                             for e in err.errors()]) from None
+
+    def _resolve_objective(self, value: Callable[[str, Any], Any]) -> dict[str, Any]:
+        objective = self.objective
+        variant = value("objective.variant", objective.variant)
+        out: dict[str, Any] = {
+            name: value(f"objective.{name}", getattr(objective, name))
+            for name in ObjectiveConfig.model_fields
+            if name not in variants.KNOBS and name != "variant"
+        }
+        out["variant"] = variant
+        owned = variants.knobs_of(variant)
+        for knob in variants.KNOBS:
+            out[knob] = None
+            if knob not in owned:
+                continue  # never sampled: a sparse AE has no beta
+            for part in variants.parts(variant):
+                section = getattr(objective, part.name)
+                if section is not None and getattr(section, knob) is not None and knob in part.knobs:
+                    out[knob] = value(f"objective.{part.name}.{knob}", getattr(section, knob))
+                    break
+            else:
+                if getattr(objective, knob) is not None:
+                    out[knob] = value(f"objective.{knob}", getattr(objective, knob))
+                elif owned[knob] is not None:
+                    out[knob] = owned[knob]
+                else:  # the knob's own type gives the default (the prior: N(0, I))
+                    out[knob] = _default_of(ObjectiveConfig.model_fields[knob])
+        if out["recon_weight"] is None:
+            out["recon_weight"] = variants.default_recon_weight(variant)
+        return out
+
+    def grid(self) -> list[dict[str, Any]]:
+        """Every combination of the choice/grid values a trial can draw, respecting conditional knobs.
+
+        Returns one ``{path: value}`` assignment per point; ``resolve(replay(point))`` builds its trial.
+        Raises SpecError when a continuous distribution is drawn (a grid cannot enumerate it).
+        """
+        points: list[dict[str, Any]] = []
+
+        class Branch(Exception):
+            def __init__(self, path: str, options: list[Any]):
+                self.path, self.options = path, options
+
+        def explore(assigned: dict[str, Any]) -> None:
+            def choose(path: str, dist: Distribution) -> Any:
+                if path in assigned:
+                    return assigned[path]
+                if not isinstance(dist, Choice | Grid):
+                    raise SpecError([Problem(self._source or "<spec>", None, path,
+                                             f"search.algorithm grid cannot enumerate {_dist_kind_name(dist)}; "
+                                             "use grid: or choice:, or algorithm tpe/random")])
+                raise Branch(path, dist.options)
+
+            try:
+                self.resolve(choose)
+            except Branch as branch:
+                for option in branch.options:
+                    explore({**assigned, branch.path: option})
+                return
+            points.append(assigned)
+
+        explore({})
+        return points
+
+
+def replay(assignment: dict[str, Any], fallback: Chooser = first_value) -> Chooser:
+    """A chooser that answers from a recorded ``{path: value}`` assignment."""
+    return lambda path, dist: assignment[path] if path in assignment else fallback(path, dist)
+
+
+def _default_of(info: FieldInfo) -> Any:
+    if info.default_factory is not None:
+        return info.default_factory()
+    if info.annotation is not None:
+        base = _base_type(info.annotation)
+        if isinstance(base, type) and issubclass(base, BaseModel) and info.default is None:
+            return base()
+    return info.default
+
+
+def _dist_kind_name(dist: Distribution) -> str:
+    return {Choice: "choice", Grid: "grid", Uniform: "uniform", LogUniform: "loguniform", IntRange: "int"}[
+        next(c for c in (Choice, Grid, Uniform, LogUniform, IntRange) if isinstance(dist, c))]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Loading, with errors that point at the file, line and field.
+
+
+class Problem:
+    """One error in a spec: ``FILE:LINE: dotted.field.path: message``."""
+
+    def __init__(self, file: str, line: int | None, path: str, message: str, column: int | None = None):
+        self.file, self.line, self.path, self.message, self.column = file, line, path, message, column
+
+    def __str__(self) -> str:
+        where = self.file
+        if self.line is not None:
+            where += f":{self.line}"
+            if self.column is not None:
+                where += f":{self.column}"
+        return f"{where}: {self.path}: {self.message}"
+
+    def __repr__(self) -> str:
+        return f"Problem({str(self)!r})"
+
+
+class SpecError(Exception):
+    """A spec that cannot run; ``problems`` holds one entry per error, in file order."""
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = sorted(problems, key=lambda p: (p.file, p.line or 0, p.path))
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+def _line_map(node: yaml.Node, problems: list[Problem], file: str) -> dict[tuple, int]:
+    """Path tuple -> 1-based line of that key (or sequence item), from the composed YAML node tree."""
+    lines: dict[tuple, int] = {(): node.start_mark.line + 1}
+
+    def walk(n: yaml.Node, path: tuple) -> None:
+        if isinstance(n, yaml.MappingNode):
+            seen: set[Any] = set()
+            for key_node, value_node in n.value:
+                key = key_node.value
+                if key in seen:
+                    problems.append(Problem(file, key_node.start_mark.line + 1, _loc_path((*path, key)),
+                                            "duplicate key"))
+                seen.add(key)
+                lines[(*path, key)] = key_node.start_mark.line + 1
+                walk(value_node, (*path, key))
+        elif isinstance(n, yaml.SequenceNode):
+            for i, item in enumerate(n.value):
+                lines[(*path, i)] = item.start_mark.line + 1
+                walk(item, (*path, i))
+
+    walk(node, ())
+    return lines
+
+
+def _clean_loc(loc: Iterable[Any]) -> tuple:
+    """A pydantic error location as the user's path: union tags stripped."""
+    parts = [p for p in loc if not (isinstance(p, str) and p.startswith(_TAG))]
+    # The distribution union's tag repeats the key that follows it (loc: ..., 'choice', 'choice', 0).
+    return tuple(p for i, p in enumerate(parts)
+                 if not (p in DIST_KEYS and i + 1 < len(parts) and parts[i + 1] == p))
+
+
+def _loc_path(loc: Iterable[Any]) -> str:
+    return ".".join(str(p) for p in _clean_loc(loc)) or "(top level)"
+
+
+def _section_model(annotation: Any) -> type[BaseModel] | None:
+    """The config section class inside a field annotation (through Annotated and unions), if any."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return None if issubclass(annotation, Distribution) else annotation
+    for arg in get_args(annotation):
+        found = _section_model(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _keys_at(loc: tuple) -> list[str]:
+    """The keys the section at ``loc`` accepts, for 'did you mean' suggestions."""
+    model: type[BaseModel] | None = SweepSpec
+    for key in loc:
+        if model is None or key not in model.model_fields:
+            return []
+        model = _section_model(model.model_fields[key].annotation)
+    return list(model.model_fields) if model is not None else list(DIST_KEYS)
+
+
+def _message(error: dict[str, Any]) -> str:
+    kind, msg, ctx = error["type"], error["msg"], error.get("ctx", {})
+    if kind == "extra_forbidden":
+        import difflib
+
+        loc = _clean_loc(error["loc"])
+        close = difflib.get_close_matches(str(loc[-1]), _keys_at(loc[:-1]), n=1)
+        return "unknown key" + (f"; did you mean {close[0]}?" if close else "")
+    if kind == "union_tag_invalid":
+        return f"{ctx.get('tag')} is not allowed for this field; use one of: {ctx.get('expected_tags')}"
+    if kind == "union_tag_not_found":
+        return f"a distribution has exactly one of: {', '.join(DIST_KEYS)}"
+    for prefix in ("Value error, ", "Assertion failed, "):
+        if msg.startswith(prefix):
+            return msg[len(prefix):]
+    return msg[0].lower() + msg[1:] if msg else kind
+
+
+def _lookup(data: Any, loc: tuple) -> Any:
+    for key in loc:
+        try:
+            data = data[key]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return data
+
+
+def _apply_override(data: dict[str, Any], override: str) -> None:
+    """``dotted.key=value`` (value parsed as YAML) into the document; raises ValueError on a malformed one."""
+    if "=" not in override:
+        raise ValueError(f"--set {override!r}: expected dotted.key=value")
+    key, raw = override.split("=", 1)
+    parts = key.strip().split(".")
+    if not all(parts):
+        raise ValueError(f"--set {override!r}: malformed key")
+    node = data
+    for part in parts[:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = node[part] = {}
+        node = child
+    try:
+        node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as err:
+        raise ValueError(f"--set {override!r}: value is not valid YAML ({err})") from None
+
+
+def parse_spec(text: str, file: str = "<spec>", overrides: Iterable[str] = ()) -> SweepSpec:
+    """Parse and validate a spec document. Raises SpecError with every problem found."""
+    problems: list[Problem] = []
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
+        problem = getattr(err, "problem", None) or str(err)
+        raise SpecError([Problem(file, mark.line + 1 if mark else None, "yaml", problem,
+                                 column=mark.column + 1 if mark else None)]) from None
+    if node is None or not isinstance(data, dict):
+        raise SpecError([Problem(file, 1, "(top level)", "a spec is a mapping with at least a name")])
+    lines = _line_map(node, problems, file)
+    overridden: set[tuple] = set()
+    for override in overrides:
+        try:
+            _apply_override(data, override)
+        except ValueError as err:
+            problems.append(Problem(file, None, "--set", str(err)))
+        else:
+            overridden.add(tuple(override.split("=", 1)[0].strip().split(".")))
+
+    def line_of(loc: tuple) -> int | None:
+        for cut in range(len(loc), -1, -1):
+            if loc[:cut] in overridden:
+                return None
+            if loc[:cut] in lines:
+                return lines[loc[:cut]]
+        return None
+
+    spec: SweepSpec | None = None
+    try:
+        spec = SweepSpec.model_validate(data)
+    except ValidationError as err:
+        for error in err.errors():
+            loc = _clean_loc(error["loc"])
+            message = _message(error)
+            if loc and loc[0] not in SEARCHABLE_SECTIONS and is_distribution_like(_lookup(data, loc)):
+                message = f"distributions are not allowed in {loc[0]}; give a fixed value"
+            path = _loc_path(loc)
+            if any(loc[:cut] in overridden for cut in range(1, len(loc) + 1)):
+                path += " (from --set)"
+            problems.append(Problem(file, line_of(loc), path, message))
+    if spec is not None:
+        for loc, message in _semantic_problems(spec):
+            problems.append(Problem(file, line_of(loc), _loc_path(loc), message))
+        if not problems:
+            spec._source = file
+            try:  # the first trial must build: catches what only the concrete TrialConfig can check
+                spec.resolve()
+            except SpecError as err:
+                problems += [Problem(file, line_of(tuple(p.path.split("."))), p.path, p.message)
+                             for p in err.problems]
+    if problems:
+        raise SpecError(problems)
+    assert spec is not None
+    spec._source, spec._data = file, data
+    return spec
+
+
+def load_spec(path: str | Path, overrides: Iterable[str] = ()) -> SweepSpec:
+    """Read and validate a spec file. Raises SpecError (never a bare pydantic or YAML exception)."""
+    file = str(path)
+    try:
+        text = Path(path).read_text()
+    except OSError as err:
+        raise SpecError([Problem(file, None, "(file)", err.strerror or str(err))]) from None
+    return parse_spec(text, file, overrides)
+
+
+def _semantic_problems(spec: SweepSpec) -> list[tuple[tuple, str]]:
+    """Checks that span fields: variant knobs given to a variant that does not own them."""
+    found: list[tuple[tuple, str]] = []
+    objective = spec.objective
+    drawn = spec.possible_variants()
+    for preset in variants.PRESETS:
+        section = getattr(objective, preset.name)
+        if section is None:
+            continue
+        for knob in variants.KNOBS:
+            if getattr(section, knob) is not None and knob not in preset.knobs:
+                owned = ", ".join(preset.knobs) or "none"
+                found.append((("objective", preset.name, knob),
+                              f"{knob} is not a knob of variant {preset.name} (its knobs: {owned})"))
+    for knob in variants.KNOBS:
+        if getattr(objective, knob) is None:
+            continue
+        if not any(knob in variants.knobs_of(v) for v in drawn):
+            owners = [p.name for p in variants.PRESETS if knob in p.knobs]
+            found.append((("objective", knob),
+                          f"{knob} is not a knob of variant {' or '.join(drawn)} (it belongs to: {', '.join(owners)})"))
+    if spec.search.scheduler.metric and spec.search.scheduler.name == "none":
+        found.append((("search", "scheduler", "metric"), "a metric is set but no scheduler is chosen"))
+    if spec.search.algorithm == "grid":
+        try:
+            spec.grid()
+        except SpecError as err:
+            found += [((*p.path.split("."),), p.message) for p in err.problems]
+    return found
+
+
+__all__ = [
+    "Choice", "DatasetConfig", "Distribution", "EvalConfig", "Grid", "IntRange", "LogUniform", "ModelConfig",
+    "ObjectiveConfig", "PriorConfig", "SpecError", "SweepSpec", "TrainConfig", "TrialConfig", "Uniform",
+    "first_value", "load_spec", "parse_spec", "replay",
+]

@@ -1,0 +1,350 @@
+"""One trial: ``run_trial(cfg, report, checkpoint_dir)``, the training loop every variant shares.
+
+It imports neither Ray nor MLflow. The sweep adapts ``report`` to ``tune.report``; ``train-one`` adapts it to a
+progress bar. Per epoch it reports ``train/loss``, ``loss/<term>`` (train means), ``val/loss``,
+``val/loss/<term>``, ``val/mse``, ``val/psnr`` and writes a checkpoint (model, optimiser, epoch, RNG states,
+early-stopping state; ``state_dict``s and tensors only, loadable with ``torch.load(weights_only=True)``).
+
+Given the directory of such a checkpoint, ``run_trial`` continues at the next epoch and, on the CPU with the same
+seed, produces exactly the metrics an uninterrupted run would have.
+
+A non-finite loss stops the trial at once: the result is ``failed`` with the epoch, the step and the term that
+went non-finite; nothing raises out of ``run_trial`` for it (nor for running out of memory).
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+
+from aesweep import data as datamod
+from aesweep import variants
+from aesweep.losses import Batch, objective_loss
+from aesweep.model import AEOutput, AutoEncoder
+from aesweep.spec import TrialConfig
+
+CHECKPOINT_FILE = "checkpoint.pt"
+
+# report(metrics, epoch, checkpoint_dir): epoch counts from 1; checkpoint_dir holds CHECKPOINT_FILE of that epoch.
+Report = Callable[[dict[str, float], int, Path | None], None]
+# on_batch(epoch, step, steps_per_epoch): progress within an epoch (train-one draws a bar with it).
+OnBatch = Callable[[int, int, int], None]
+
+
+@dataclass
+class TrialResult:
+    """What ``run_trial`` returns. ``metrics`` holds the last epoch's metrics plus the final test metrics."""
+
+    status: Literal["finished", "failed"]
+    epochs: int  # epochs completed (including those before a resume)
+    metrics: dict[str, float] = field(default_factory=dict)
+    history: list[dict[str, float]] = field(default_factory=list)  # per-epoch metrics run in this call
+    stopped_early: bool = False
+    reason: str | None = None  # why it failed
+    failure: dict[str, Any] | None = None  # {"epoch", "step", "term"} for a non-finite loss
+
+
+class NonFiniteLoss(Exception):
+    def __init__(self, epoch: int, step: int, term: str, value: float):
+        self.epoch, self.step, self.term, self.value = epoch, step, term, value
+        super().__init__(f"non-finite loss ({term} = {value}) at epoch {epoch}, step {step}")
+
+
+def pick_device(preference: str = "auto") -> torch.device:
+    """CUDA when available and granted (``auto`` or ``cuda``), else the CPU."""
+    if preference == "cpu" or not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda")
+
+
+def seed_everything(seed: int) -> None:
+    import random
+
+    random.seed(seed)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+
+
+def build(cfg: TrialConfig, dataset: datamod.Dataset) -> tuple[AutoEncoder, variants.Objective]:
+    """The model and resolved objective of a trial, for a loaded dataset."""
+    o = cfg.objective
+    objective = variants.compose(o.variant, {k: getattr(o, k) for k in variants.KNOBS}, o.recon_weight)
+    in_shape = (dataset.channels, *dataset.image_size)
+    model = AutoEncoder.from_config(cfg.model, objective, in_shape, dataset.num_classes)
+    return model, objective
+
+
+def _optimizer(cfg: TrialConfig, model: torch.nn.Module, device: torch.device) -> torch.optim.Optimizer:
+    t = cfg.train
+    if t.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=t.lr, momentum=0.9, weight_decay=t.weight_decay)
+    cls = torch.optim.AdamW if t.optimizer == "adamw" else torch.optim.Adam
+    # The fused kernel updates every parameter in one launch: a real win for small models on a GPU.
+    fused = device.type == "cuda"
+    return cls(model.parameters(), lr=t.lr, weight_decay=t.weight_decay, fused=fused)
+
+
+class _Stepper:
+    """Turns a batch of uint8 images into (model outputs, loss terms) for the trial's objective."""
+
+    def __init__(self, cfg: TrialConfig, model: AutoEncoder, objective: variants.Objective, flip_ok: bool):
+        self.model, self.objective, self.flip_ok = model, objective, flip_ok
+        o = cfg.objective
+        # Knobs the loss terms read by keyword; a PriorConfig goes in as plain numbers.
+        self.knobs = {
+            "recon": o.recon,
+            "mae_weight": o.mae_weight,
+            "temperature": o.temperature,
+            "prior": o.prior.model_dump() if o.prior is not None else None,
+        }
+
+    def __call__(self, images: Tensor, labels: Tensor, generator: torch.Generator
+                 ) -> tuple[Tensor, dict[str, Tensor], AEOutput]:
+        """images: (B, C, H, W) uint8 on the model's device -> (weighted total, unweighted terms, output)."""
+        clean = datamod.to_float(images)
+        view2_out = None
+        if self.objective.two_views:
+            clean, view2 = datamod.two_views(clean, flip=self.flip_ok, generator=generator)
+        x = datamod.corrupt(clean, self.objective.noise_sigma, generator) if self.objective.noise_sigma > 0 else clean
+        out = self.model(x)
+        if self.objective.two_views:
+            x2 = datamod.corrupt(view2, self.objective.noise_sigma, generator) if self.objective.noise_sigma > 0 else view2
+            view2_out = self.model(x2)
+        total, terms = objective_loss(self.objective, out, Batch(x=x, target=clean, labels=labels, view2=view2_out),
+                                      **self.knobs)
+        return total, terms, out
+
+
+def _batches(split: datamod.Split, batch_size: int, shuffle: bool, generator: torch.Generator | None
+             ) -> Iterator[tuple[Tensor, Tensor]]:
+    for batch in datamod.iterate_batches(split, batch_size, shuffle=shuffle, generator=generator):
+        yield batch.images, batch.labels
+
+
+@torch.inference_mode()
+def evaluate_split(stepper: _Stepper, split: datamod.Split, batch_size: int, prefix: str, seed: int
+                   ) -> dict[str, float]:
+    """Loss, loss terms, MSE and PSNR on a split, in eval mode, with a fixed augmentation seed.
+
+    PSNR is the mean over images of 10 log10(1 / MSE_image), images in [0, 1]; a perfect image counts as 100 dB.
+    """
+    model = stepper.model
+    was_training = model.training
+    model.eval()
+    generator = torch.Generator(device=split.images.device).manual_seed(seed)
+    n = 0
+    sums: dict[str, Tensor] = {}
+    for images, labels in _batches(split, batch_size, shuffle=False, generator=None):
+        total, terms, out = stepper(images, labels, generator)
+        target = datamod.to_float(images)
+        per_image = (out.x_hat.float() - target).pow(2).flatten(1).mean(1)
+        psnr = -10 * torch.log10(per_image.clamp_min(1e-10))
+        b = images.shape[0]
+        for key, value in (("loss", total), ("mse", per_image.mean()), ("psnr", psnr.mean()),
+                           *((f"loss/{k}", v) for k, v in terms.items())):
+            sums[key] = sums.get(key, 0) + value.float() * b
+        n += b
+    model.train(was_training)
+    return {f"{prefix}/{k}": (v / max(n, 1)).item() for k, v in sums.items()}
+
+
+def _rng_state(generator: torch.Generator) -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "data": generator.get_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any], generator: torch.Generator) -> None:
+    torch.set_rng_state(state["torch"])
+    generator.set_state(state["data"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(directory: Path, payload: dict[str, Any]) -> Path:
+    """Write ``directory/checkpoint.pt`` atomically (a crash mid-write never leaves a torn checkpoint)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = directory / (CHECKPOINT_FILE + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, directory / CHECKPOINT_FILE)
+    return directory
+
+
+def load_checkpoint(directory: str | Path, device: torch.device | str = "cpu") -> dict[str, Any]:
+    return torch.load(Path(directory) / CHECKPOINT_FILE, map_location=device, weights_only=True)
+
+
+class EarlyStopping:
+    """Stop after ``patience`` epochs without an improvement larger than ``min_delta`` on ``monitor``."""
+
+    def __init__(self, patience: int | None, mode: str, min_delta: float):
+        self.patience, self.mode, self.min_delta = patience, mode, min_delta
+        self.best: float | None = None
+        self.best_epoch = 0
+        self.bad_epochs = 0
+
+    def update(self, value: float, epoch: int) -> bool:
+        """Record an epoch's value; True when training should stop."""
+        better = self.best is None or (
+            value < self.best - self.min_delta if self.mode == "min" else value > self.best + self.min_delta
+        )
+        if better:
+            self.best, self.best_epoch, self.bad_epochs = value, epoch, 0
+        else:
+            self.bad_epochs += 1
+        return self.patience is not None and self.bad_epochs >= self.patience
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best, "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best, self.best_epoch, self.bad_epochs = state["best"], state["best_epoch"], state["bad_epochs"]
+
+
+def run_trial(
+    cfg: TrialConfig,
+    report: Report | None = None,
+    checkpoint_dir: str | Path | None = None,
+    *,
+    workdir: str | Path | None = None,
+    dataset: datamod.Dataset | None = None,
+    on_batch: OnBatch | None = None,
+) -> TrialResult:
+    """Train and measure one trial.
+
+    report: called after every epoch with that epoch's metrics, the epoch number (from 1) and the directory
+      holding its checkpoint.
+    checkpoint_dir: a directory holding a checkpoint of this trial to continue from (the next epoch on).
+    workdir: where this run writes its per-epoch checkpoint (one, overwritten); default a temporary directory.
+    dataset: an already loaded dataset (a sweep worker keeps it across trials); default: load ``cfg.dataset``.
+    """
+    seed_everything(cfg.train.seed)
+    device = pick_device(cfg.train.device)
+    started = time.perf_counter()
+    dataset = (dataset or datamod.load_dataset(cfg.dataset)).to(device)
+    model, objective = build(cfg, dataset)
+    model.to(device)
+    optimizer = _optimizer(cfg, model, device)
+    stepper = _Stepper(cfg, model, objective, dataset.flip_ok)
+    generator = torch.Generator(device=device).manual_seed(cfg.train.seed)
+    es = cfg.train.early_stopping
+    stopper = EarlyStopping(es.patience, es.mode, es.min_delta)
+
+    start_epoch = 0
+    if checkpoint_dir is not None:
+        state = load_checkpoint(checkpoint_dir, device)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        stopper.load_state_dict(state["early_stopping"])
+        _set_rng_state(state["rng"], generator)
+        start_epoch = int(state["epoch"])
+    if workdir is None:
+        import tempfile
+
+        workdir = tempfile.mkdtemp(prefix="aesweep-trial-")
+    workdir = Path(workdir)
+
+    autocast = (
+        torch.autocast("cuda", dtype=torch.bfloat16)
+        if cfg.train.precision == "bf16" and device.type == "cuda"
+        else contextlib.nullcontext()
+    )
+    # A loss check is a host-device sync: every step on the CPU (free), every few steps on a GPU.
+    check_every = 1 if device.type == "cpu" else 25
+    history: list[dict[str, float]] = []
+    metrics: dict[str, float] = {}
+    epoch = start_epoch
+    stopped_early = False
+    train_seconds = 0.0
+    try:
+        for epoch in range(start_epoch + 1, cfg.train.epochs + 1):
+            epoch_start = time.perf_counter()
+            train_metrics = _train_epoch(model, optimizer, stepper, dataset.train, cfg, generator, epoch,
+                                         autocast, check_every, on_batch)
+            train_seconds += time.perf_counter() - epoch_start
+            metrics = {**train_metrics,
+                       **evaluate_split(stepper, dataset.val, cfg.train.batch_size * 2, "val", cfg.train.seed),
+                       "epoch": float(epoch), "time/epoch_s": time.perf_counter() - epoch_start}
+            if es.monitor not in metrics:
+                raise KeyError(f"train.early_stopping.monitor {es.monitor!r} is not a per-epoch metric "
+                               f"(have: {', '.join(sorted(metrics))})")
+            stop = stopper.update(metrics[es.monitor], epoch)
+            save_checkpoint(workdir, {
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
+                "rng": _rng_state(generator), "early_stopping": stopper.state_dict(),
+            })
+            history.append(metrics)
+            if report is not None:
+                report(metrics, epoch, workdir)
+            if stop:
+                stopped_early = True
+                break
+    except NonFiniteLoss as err:
+        return TrialResult("failed", err.epoch - 1, metrics, history, reason=str(err),
+                           failure={"epoch": err.epoch, "step": err.step, "term": err.term})
+    except torch.cuda.OutOfMemoryError as err:
+        return TrialResult("failed", epoch - 1, metrics, history, reason=f"out of memory at epoch {epoch}: {err}")
+    except KeyError as err:
+        return TrialResult("failed", epoch - 1, metrics, history, reason=str(err.args[0]))
+
+    final = {**metrics, "time/train_s": train_seconds}
+    final.update(evaluate_split(stepper, dataset.test, cfg.train.batch_size * 2, "test", cfg.train.seed))
+    final["best/epoch"] = float(stopper.best_epoch)
+    if stopper.best is not None:
+        final[f"best/{es.monitor}"] = stopper.best
+    final["time/total_s"] = time.perf_counter() - started
+    return TrialResult("finished", epoch, final, history, stopped_early=stopped_early)
+
+
+def _train_epoch(model: AutoEncoder, optimizer: torch.optim.Optimizer, stepper: _Stepper, split: datamod.Split,
+                 cfg: TrialConfig, generator: torch.Generator, epoch: int, autocast: Any, check_every: int,
+                 on_batch: OnBatch | None) -> dict[str, float]:
+    """One pass over the shuffled train split; mean loss and mean of each term (unweighted)."""
+    model.train()
+    steps = math.ceil(len(split) / cfg.train.batch_size)
+    # Term values stay on the device; they are read back every `check_every` steps to catch a NaN quickly
+    # without syncing the GPU on every step.
+    pending: list[tuple[int, Tensor]] = []
+    sums: Tensor | None = None
+    names: list[str] = []
+    for step, (images, labels) in enumerate(_batches(split, cfg.train.batch_size, True, generator), start=1):
+        with autocast:
+            total, terms, _ = stepper(images, labels, generator)
+        if not names:
+            names = ["loss", *terms]
+        values = torch.stack([total.detach().float(), *(t.detach().float() for t in terms.values())])
+        pending.append((step, values))
+        if step % check_every == 0 or step == steps:
+            _check_finite(pending, names, epoch)
+            pending.clear()
+        sums = values if sums is None else sums + values
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        if cfg.train.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
+        optimizer.step()
+        if on_batch is not None:
+            on_batch(epoch, step, steps)
+    assert sums is not None
+    means = (sums / steps).tolist()
+    return {("train/loss" if name == "loss" else f"loss/{name}"): value for name, value in zip(names, means, strict=True)}
+
+
+def _check_finite(pending: list[tuple[int, Tensor]], names: list[str], epoch: int) -> None:
+    stacked = torch.stack([v for _, v in pending]).cpu()
+    finite = torch.isfinite(stacked)
+    if bool(finite.all()):
+        return
+    row = int((~finite).any(dim=1).nonzero()[0])
+    step, values = pending[row][0], stacked[row]
+    # Name the term that went non-finite; the total only when every term is finite (an overflowing weight).
+    bad = [i for i in range(1, len(names)) if not math.isfinite(values[i])] or [0]
+    raise NonFiniteLoss(epoch, step, names[bad[0]], float(values[bad[0]]))

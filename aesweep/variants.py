@@ -1,0 +1,137 @@
+"""Autoencoder variants as data: each preset is a row of loss terms, knobs and input handling.
+
+A variant is not a class. It names the loss terms it adds (each weighted by a number or by one of its knobs),
+the knobs it owns with their defaults, the bottleneck it needs and how its input is prepared. Variants compose
+with ``+``: ``denoising+vae`` is the union of both rows (a denoising beta-VAE), with no new code.
+
+The reconstruction term is shared by every variant: its weight is the objective's ``recon_weight``, which
+defaults to 1 when any composed part reconstructs (ae, sparse, denoising, vae, mmd) and to 0 otherwise
+(contrastive, supcon, classifier). ``contrastive+denoising`` is therefore the hybrid objective of the
+paradigms study: NT-Xent on two augmented views plus a denoising reconstruction.
+
+This module imports nothing heavy: the spec validates variant names and knobs against this table.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from aesweep.registry import VARIANTS, UnknownNameError
+
+Bottleneck = Literal["deterministic", "gaussian"]
+Head = Literal["projection", "classifier"]
+
+# Objective knobs a variant may own. Their types live in spec.ObjectiveConfig.
+KNOBS = ("sparsity", "noise_sigma", "beta", "prior", "latent_noise", "temperature")
+
+
+@dataclass(frozen=True)
+class VariantPreset:
+    """One row of the variant table.
+
+    terms: loss term name -> weight, a number or the name of a knob whose value is the weight.
+    knobs: the knobs this variant owns, with their defaults (None where the spec type gives the default).
+    """
+
+    name: str
+    doc: str
+    terms: dict[str, float | str] = field(default_factory=dict)
+    knobs: dict[str, Any] = field(default_factory=dict)
+    bottleneck: Bottleneck = "deterministic"
+    reconstructs: bool = True  # the recon term defaults to weight 1 (else 0, opt-in by recon_weight)
+    corrupts_input: bool = False  # x + N(0, noise_sigma^2), clipped to [0, 1]; the target stays clean
+    two_views: bool = False  # the batch is two augmented views of each image
+    heads: frozenset[Head] = frozenset()
+    needs_labels: bool = False
+
+
+PRESETS = [
+    VariantPreset("ae", "plain autoencoder: reconstruction only"),
+    VariantPreset("sparse", "recon + sparsity * L1(z)", terms={"l1_latent": "sparsity"}, knobs={"sparsity": 1e-4}),
+    VariantPreset(
+        "denoising", "recon of the clean image from x + N(0, sigma^2)", knobs={"noise_sigma": 0.3},
+        corrupts_input=True,
+    ),
+    VariantPreset(
+        "vae", "beta-VAE: gaussian bottleneck, recon + beta * KL(q(z|x) || prior)", terms={"kl": "beta"},
+        knobs={"beta": 1.0, "prior": None}, bottleneck="gaussian",
+    ),
+    VariantPreset(
+        "mmd", "recon + beta * MMD(z, N(0, I)), optional latent noise", terms={"mmd": "beta"},
+        knobs={"beta": 1.0, "latent_noise": 0.0},
+    ),
+    VariantPreset(
+        "contrastive", "SimCLR NT-Xent on two augmented views (projection head)", terms={"nt_xent": 1.0},
+        knobs={"temperature": 0.5}, reconstructs=False, two_views=True, heads=frozenset({"projection"}),
+    ),
+    VariantPreset(
+        "supcon", "supervised contrastive loss on two augmented views (projection head)", terms={"supcon": 1.0},
+        knobs={"temperature": 0.1}, reconstructs=False, two_views=True, heads=frozenset({"projection"}),
+        needs_labels=True,
+    ),
+    VariantPreset(
+        "classifier", "classification-guided encoder: cross-entropy through a classifier head",
+        terms={"cross_entropy": 1.0}, reconstructs=False, heads=frozenset({"classifier"}), needs_labels=True,
+    ),
+]
+for _preset in PRESETS:
+    VARIANTS.add(_preset.name, _preset, _preset.doc)
+
+
+def parts(variant: str) -> list[VariantPreset]:
+    """The presets a (possibly composed, ``a+b``) variant name is made of; raises UnknownNameError."""
+    names = [p.strip() for p in variant.split("+")]
+    if not all(names):
+        raise UnknownNameError(f"malformed variant {variant!r}; compose known variants with '+'")
+    return [VARIANTS.get(n) for n in names]
+
+
+def knobs_of(variant: str) -> dict[str, Any]:
+    """Knob -> default for a (possibly composed) variant; the first part's default wins on a shared knob."""
+    knobs: dict[str, Any] = {}
+    for preset in parts(variant):
+        for knob, default in preset.knobs.items():
+            knobs.setdefault(knob, default)
+    return knobs
+
+
+def default_recon_weight(variant: str) -> float:
+    return 1.0 if any(p.reconstructs for p in parts(variant)) else 0.0
+
+
+@dataclass(frozen=True)
+class Objective:
+    """A resolved objective: what the training loop needs to know, with every weight a number."""
+
+    variant: str
+    terms: dict[str, float]  # loss term -> weight (recon included when its weight is > 0)
+    bottleneck: Bottleneck
+    noise_sigma: float  # input corruption; 0 = none
+    two_views: bool
+    heads: frozenset[Head]
+    needs_labels: bool
+    knobs: dict[str, Any]
+
+
+def compose(variant: str, knob_values: dict[str, Any], recon_weight: float | None = None) -> Objective:
+    """Resolve a variant name and its knob values into weighted terms.
+
+    knob_values: values for the variant's knobs; a missing or None one takes the preset default.
+    """
+    presets = parts(variant)
+    knobs = {k: (knob_values.get(k) if knob_values.get(k) is not None else d) for k, d in knobs_of(variant).items()}
+    weight = default_recon_weight(variant) if recon_weight is None else float(recon_weight)
+    terms: dict[str, float] = {"recon": weight} if weight > 0 else {}
+    for preset in presets:
+        for term, w in preset.terms.items():
+            terms[term] = float(knobs[w]) if isinstance(w, str) else float(w)
+    return Objective(
+        variant=variant,
+        terms=terms,
+        bottleneck="gaussian" if any(p.bottleneck == "gaussian" for p in presets) else "deterministic",
+        noise_sigma=float(knobs.get("noise_sigma") or 0.0) if any(p.corrupts_input for p in presets) else 0.0,
+        two_views=any(p.two_views for p in presets),
+        heads=frozenset().union(*(p.heads for p in presets)),
+        needs_labels=any(p.needs_labels for p in presets),
+        knobs=knobs,
+    )

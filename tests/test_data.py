@@ -1,0 +1,539 @@
+"""Tests of aesweep.data: loaders on files in the exact upstream on-disk formats, checksums and their errors, the
+generated shapes dataset, seeded subsets and splits, device batching and device-side transforms."""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import pickle
+import struct
+from pathlib import Path
+from urllib.error import URLError
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+import torchvision
+
+from aesweep import data
+from aesweep.data import DataError, load_dataset
+from aesweep.spec import DatasetConfig
+
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA"))]
+
+
+def md5(raw: bytes) -> str:
+    return hashlib.md5(raw).hexdigest()
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): md5(p.read_bytes()) for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# CIFAR-10 in the upstream format: pickles written by Python 2, i.e. keys and strings are py2 `str`. They load as
+# str under encoding="latin1" (what torchvision uses) and as b"data" / b"labels" under encoding="bytes".
+
+
+class Py2Str(bytes):
+    """A bytes value pickled as a Python 2 str (SHORT_BINSTRING), as in the upstream CIFAR pickles."""
+
+
+class Py2Pickler(pickle._Pickler):
+    dispatch = pickle._Pickler.dispatch.copy()
+
+    def save_py2str(self, obj: Py2Str) -> None:
+        assert len(obj) < 256
+        self.write(pickle.SHORT_BINSTRING + bytes([len(obj)]) + bytes(obj))
+
+    dispatch[Py2Str] = save_py2str
+
+
+def py2_pickle(obj: object) -> bytes:
+    buf = io.BytesIO()
+    Py2Pickler(buf, protocol=2).dump(obj)
+    return buf.getvalue()
+
+
+CIFAR_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+def cifar_files(per_batch: int = 20, seed: int = 0) -> tuple[dict[str, bytes], dict[str, np.ndarray]]:
+    """Upstream-format CIFAR-10 files (name -> bytes) with ``per_batch`` images each, and the arrays written."""
+    rng = np.random.default_rng(seed)
+    files, arrays = {}, {}
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        images = rng.integers(0, 256, (per_batch, 3, 32, 32), dtype=np.uint8)  # NCHW
+        labels = rng.integers(0, 10, per_batch).tolist()
+        # Upstream rows: 3072 bytes, the 1024-byte red plane, then green, then blue, each row-major.
+        files[name] = py2_pickle({Py2Str(b"batch_label"): Py2Str(b"training batch 1 of 5"),
+                                  Py2Str(b"labels"): labels, Py2Str(b"data"): images.reshape(per_batch, 3072),
+                                  Py2Str(b"filenames"): [Py2Str(b"img_%d.png" % i) for i in range(per_batch)]})
+        arrays[name] = images
+        arrays[name + "/labels"] = np.array(labels)
+    files["batches.meta"] = py2_pickle({Py2Str(b"label_names"): [Py2Str(n.encode()) for n in CIFAR_NAMES],
+                                        Py2Str(b"num_cases_per_batch"): per_batch, Py2Str(b"num_vis"): 3072})
+    return files, arrays
+
+
+def write(folder: Path, files: dict[str, bytes]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, raw in files.items():
+        (folder / name).write_bytes(raw)
+
+
+@pytest.fixture
+def cifar(tmp_path, monkeypatch):
+    """Upstream-format CIFAR-10 files under tmp_path/data, torchvision's md5 tables pointed at them."""
+    files, arrays = cifar_files()
+    cls = torchvision.datasets.CIFAR10
+    monkeypatch.setattr(cls, "train_list", [[f"data_batch_{i}", md5(files[f"data_batch_{i}"])] for i in range(1, 6)])
+    monkeypatch.setattr(cls, "test_list", [["test_batch", md5(files["test_batch"])]])
+    monkeypatch.setattr(cls, "meta", {**cls.meta, "md5": md5(files["batches.meta"])})
+    root = tmp_path / "data"
+    write(root / "cifar-10-batches-py", files)
+    return root, files, arrays
+
+
+def test_upstream_format_helper_matches_python2_pickles(cifar):
+    root, files, _ = cifar
+    entry = pickle.loads(files["data_batch_1"], encoding="bytes")
+    assert {b"data", b"labels", b"batch_label"} <= entry.keys()
+    assert entry[b"data"].dtype == np.uint8 and entry[b"data"].shape == (20, 3072)
+    assert "data" in pickle.loads(files["data_batch_1"], encoding="latin1")
+
+
+def test_cifar10_reads_upstream_files_as_nchw(cifar):
+    root, _, arrays = cifar
+    ds = load_dataset(DatasetConfig(name="cifar10", root=str(root), download=False, val_fraction=0))
+    train = np.concatenate([arrays[f"data_batch_{i}"] for i in range(1, 6)])
+    labels = np.concatenate([arrays[f"data_batch_{i}/labels"] for i in range(1, 6)])
+    assert ds.train.images.dtype == torch.uint8 and ds.train.images.shape == (100, 3, 32, 32)
+    assert np.array_equal(ds.train.images.numpy(), train)  # val_fraction=0 keeps the upstream order
+    assert np.array_equal(ds.train.labels.numpy(), labels) and ds.train.labels.dtype == torch.int64
+    assert np.array_equal(ds.test.images.numpy(), arrays["test_batch"])
+    assert len(ds.val) == 0
+    assert (ds.channels, ds.image_size, ds.num_classes, ds.flip_ok) == (3, (32, 32), 10, True)
+    assert ds.class_names == tuple(CIFAR_NAMES)
+
+
+def test_cifar10_env_root(cifar, monkeypatch):
+    root, _, arrays = cifar
+    monkeypatch.setenv("AESWEEP_DATA", str(root))
+    ds = load_dataset(DatasetConfig(name="cifar10", download=False, val_fraction=0))
+    assert np.array_equal(ds.test.images.numpy(), arrays["test_batch"])
+
+
+def test_cifar10_flipped_byte_is_a_checksum_error_naming_the_file(cifar):
+    root, _, _ = cifar
+    bad = root / "cifar-10-batches-py" / "data_batch_3"
+    raw = bytearray(bad.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    bad.write_bytes(bytes(raw))
+    before = snapshot(root)
+    with pytest.raises(DataError) as err:
+        load_dataset(DatasetConfig(name="cifar10", root=str(root), download=True))
+    message = str(err.value)
+    assert str(bad) in message and "checksum mismatch" in message and "\n" not in message
+    assert md5(bytes(raw)) in message  # the md5 it found, beside the one it expected
+    assert snapshot(root) == before
+
+
+def test_cifar10_missing_file_without_download(cifar):
+    root, _, _ = cifar
+    missing = root / "cifar-10-batches-py" / "data_batch_1"
+    missing.unlink()
+    with pytest.raises(DataError) as err:
+        load_dataset(DatasetConfig(name="cifar10", root=str(root), download=False))
+    message = str(err.value)
+    assert message.startswith("cifar10: ") and str(missing) in message and "not found" in message
+    assert "\n" not in message
+
+
+def test_cifar10_failed_download_leaves_nothing_behind(cifar, monkeypatch):
+    root, files, _ = cifar
+    (root / "cifar-10-batches-py" / "data_batch_1").unlink()
+    before = snapshot(root)
+
+    def broken_download(self):  # half a file, then the network goes away
+        folder = Path(self.root) / self.base_folder
+        folder.mkdir(parents=True)
+        (folder / "data_batch_1").write_bytes(files["data_batch_1"][:100])
+        raise URLError("no route to host")
+
+    monkeypatch.setattr(torchvision.datasets.CIFAR10, "download", broken_download)
+    with pytest.raises(DataError) as err:
+        load_dataset(DatasetConfig(name="cifar10", root=str(root), download=True))
+    message = str(err.value)
+    assert "data_batch_1 not found and download failed (URLError" in message and "\n" not in message
+    assert err.value.__suppress_context__  # no torchvision traceback chained underneath
+    assert snapshot(root) == before
+    assert [p.name for p in root.iterdir()] == ["cifar-10-batches-py"]  # the temporary directory is gone
+
+
+def test_cifar10_corrupt_download_is_not_moved_into_place(cifar, monkeypatch):
+    root, files, _ = cifar
+    (root / "cifar-10-batches-py" / "data_batch_2").unlink()
+    before = snapshot(root)
+
+    def corrupt_download(self):
+        write(Path(self.root) / self.base_folder, {**files, "data_batch_2": files["data_batch_2"][:-7]})
+
+    monkeypatch.setattr(torchvision.datasets.CIFAR10, "download", corrupt_download)
+    with pytest.raises(DataError, match="download failed .*checksum mismatch"):
+        load_dataset(DatasetConfig(name="cifar10", root=str(root), download=True))
+    assert snapshot(root) == before
+
+
+def test_cifar10_download_moves_verified_files_into_place(cifar, monkeypatch):
+    root, files, arrays = cifar
+    for name in ("data_batch_4", "test_batch"):
+        (root / "cifar-10-batches-py" / name).unlink()
+    monkeypatch.setattr(torchvision.datasets.CIFAR10, "download",
+                        lambda self: write(Path(self.root) / self.base_folder, files))
+    ds = load_dataset(DatasetConfig(name="cifar10", root=str(root), download=True, val_fraction=0))
+    assert np.array_equal(ds.test.images.numpy(), arrays["test_batch"])
+    assert snapshot(root) == {f"cifar-10-batches-py/{n}": md5(raw) for n, raw in sorted(files.items())}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# MNIST / Fashion-MNIST: gzipped IDX files.
+
+
+def idx_files(n_train: int = 30, n_test: int = 12, seed: int = 0) -> tuple[dict[str, bytes], dict[str, np.ndarray]]:
+    """Uncompressed upstream IDX files (name -> bytes) and their arrays."""
+    rng = np.random.default_rng(seed)
+    files, arrays = {}, {}
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+        labels = rng.integers(0, 10, n, dtype=np.uint8)
+        files[f"{prefix}-images-idx3-ubyte"] = struct.pack(">IIII", 2051, n, 28, 28) + images.tobytes()
+        files[f"{prefix}-labels-idx1-ubyte"] = struct.pack(">II", 2049, n) + labels.tobytes()
+        arrays[prefix], arrays[prefix + "/labels"] = images, labels
+    return files, arrays
+
+
+def gz(files: dict[str, bytes], **kwargs) -> dict[str, bytes]:
+    return {name + ".gz": gzip.compress(raw, mtime=0, **kwargs) for name, raw in files.items()}
+
+
+def patch_resources(monkeypatch, cls, archives: dict[str, bytes]) -> None:
+    order = ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
+             "t10k-labels-idx1-ubyte.gz"]
+    monkeypatch.setattr(cls, "resources", [(name, md5(archives[name])) for name in order])
+
+
+@pytest.fixture
+def mnist(tmp_path, monkeypatch):
+    files, arrays = idx_files()
+    archives = gz(files)
+    patch_resources(monkeypatch, torchvision.datasets.MNIST, archives)
+    root = tmp_path / "data"
+    write(root / "MNIST" / "raw", archives)
+    return root, archives, arrays
+
+
+def test_mnist_reads_gzipped_idx_files(mnist):
+    root, _, arrays = mnist
+    ds = load_dataset(DatasetConfig(name="mnist", root=str(root), download=False, val_fraction=0))
+    assert ds.train.images.shape == (30, 1, 28, 28) and ds.train.images.dtype == torch.uint8
+    assert np.array_equal(ds.train.images[:, 0].numpy(), arrays["train"])
+    assert np.array_equal(ds.train.labels.numpy(), arrays["train/labels"])
+    assert np.array_equal(ds.test.images[:, 0].numpy(), arrays["t10k"])
+    assert (ds.channels, ds.image_size, ds.num_classes, ds.flip_ok) == (1, (28, 28), 10, False)
+    # A second load reuses the extracted files; a stale (truncated) extraction is redone from the archive.
+    raw_images = root / "MNIST" / "raw" / "train-images-idx3-ubyte"
+    raw_images.write_bytes(raw_images.read_bytes()[:-28])
+    again = load_dataset(DatasetConfig(name="mnist", root=str(root), download=False, val_fraction=0))
+    assert torch.equal(again.train.images, ds.train.images)
+
+
+def test_mnist_flipped_byte_leaves_root_unchanged(mnist):
+    root, archives, _ = mnist
+    bad = root / "MNIST" / "raw" / "t10k-labels-idx1-ubyte.gz"  # the last file: nothing may be extracted before it
+    raw = bytearray(archives[bad.name])
+    raw[len(raw) // 2] ^= 0x01
+    bad.write_bytes(bytes(raw))
+    before = snapshot(root)
+    with pytest.raises(DataError) as err:
+        load_dataset(DatasetConfig(name="mnist", root=str(root), download=False))
+    message = str(err.value)
+    assert message.startswith(f"{bad}: checksum mismatch") and "\n" not in message
+    assert snapshot(root) == before
+
+
+def test_mnist_missing_file_without_download(mnist):
+    root, _, _ = mnist
+    missing = root / "MNIST" / "raw" / "t10k-images-idx3-ubyte.gz"
+    missing.unlink()
+    with pytest.raises(DataError) as err:
+        load_dataset(DatasetConfig(name="mnist", root=str(root), download=False))
+    assert str(missing) in str(err.value) and "not found" in str(err.value) and "\n" not in str(err.value)
+    assert not (root / "MNIST" / "raw" / "train-images-idx3-ubyte").exists()
+
+
+@pytest.fixture
+def system_fashion(tmp_path, monkeypatch):
+    """Fashion-MNIST archives in a stand-in for the system directory, the root empty."""
+    files, arrays = idx_files(n_train=24, n_test=10, seed=1)
+    archives = gz(files)
+    patch_resources(monkeypatch, torchvision.datasets.FashionMNIST, archives)
+    monkeypatch.setitem(data.IDX_MD5, "FashionMNIST", {name: md5(raw) for name, raw in files.items()})
+    system = tmp_path / "system"
+    write(system, archives)
+    monkeypatch.setattr(data, "FASHION_MNIST_DIRS", (tmp_path / "absent", system))
+    return tmp_path / "data", system, files, arrays
+
+
+def test_fashion_mnist_found_in_system_dir(system_fashion):
+    root, system, files, arrays = system_fashion
+    ds = load_dataset(DatasetConfig(name="fashion_mnist", root=str(root), download=False, val_fraction=0))
+    assert np.array_equal(ds.train.images[:, 0].numpy(), arrays["train"])
+    assert np.array_equal(ds.test.labels.numpy(), arrays["t10k/labels"])
+    assert ds.flip_ok and ds.class_names[0] == "T-shirt/top"
+    # Extracted into the root, archives left where they are; later loads check the extracted files.
+    assert snapshot(root) == {f"FashionMNIST/raw/{n}": md5(raw) for n, raw in sorted(files.items())}
+    for archive in system.iterdir():
+        archive.unlink()
+    load_dataset(DatasetConfig(name="fashion_mnist", root=str(root), download=False))
+
+
+def test_fashion_mnist_recompressed_archive_is_checked_by_payload(system_fashion):
+    # A distribution may recompress the archives (Debian does): the .gz md5 differs, the payload must not.
+    root, system, files, arrays = system_fashion
+    write(system, gz(files, compresslevel=1))
+    ds = load_dataset(DatasetConfig(name="fashion_mnist", root=str(root), download=False, val_fraction=0))
+    assert np.array_equal(ds.test.images[:, 0].numpy(), arrays["t10k"])
+
+    root2 = root.parent / "data2"
+    tampered = bytearray(files["train-images-idx3-ubyte"])
+    tampered[-1] ^= 0xFF  # a valid gzip of the wrong payload
+    write(system, gz({"train-images-idx3-ubyte": bytes(tampered)}))
+    with pytest.raises(DataError, match="checksum mismatch") as err:
+        load_dataset(DatasetConfig(name="fashion_mnist", root=str(root2), download=False))
+    assert str(err.value).startswith(str(system / "train-images-idx3-ubyte.gz"))
+    assert not root2.exists() or snapshot(root2) == {}
+
+
+REAL_FASHION = Path("/usr/share/datasets/fashion-mnist")
+
+
+@pytest.mark.skipif(not (REAL_FASHION / "train-images-idx3-ubyte.gz").exists(),
+                    reason="real Fashion-MNIST not installed (Debian package dataset-fashion-mnist)")
+def test_fashion_mnist_real_files(tmp_path):
+    ds = load_dataset(DatasetConfig(name="fashion_mnist", root=str(tmp_path), download=False, val_fraction=0))
+    assert (len(ds.train), len(ds.val), len(ds.test)) == (60000, 0, 10000)
+    assert ds.train.images.dtype == torch.uint8 and ds.train.images.shape[1:] == (1, 28, 28)
+    assert ds.num_classes == 10
+    assert torch.equal(torch.bincount(ds.train.labels, minlength=10), torch.full((10,), 6000))
+    assert torch.equal(torch.bincount(ds.test.labels, minlength=10), torch.full((10,), 1000))
+    assert 0 < ds.train.images.float().mean() < 255
+
+
+# --------------------------------------------------------------------------------------------------------------
+# shapes
+
+
+def keys(split) -> set[tuple[int, ...]]:
+    """Factor tuples identify a shapes image uniquely."""
+    return {tuple(row) for row in split.factors.long().tolist()}
+
+
+def test_shapes_dataset():
+    ds = load_dataset(DatasetConfig(name="shapes", val_fraction=0.1, seed=0))
+    splits = (ds.train, ds.val, ds.test)
+    assert sum(len(s) for s in splits) == 8340 == 3 * sum((29 - s) ** 2 for s in range(7, 15))
+    assert len(ds.test) == 8340 // 6
+    assert ds.class_names == ("circle", "square", "triangle") and ds.factor_names == ("shape", "size", "x", "y")
+    images = torch.cat([s.images for s in splits])
+    factors = torch.cat([s.factors for s in splits])
+    labels = torch.cat([s.labels for s in splits])
+    assert len(torch.unique(images.flatten(1), dim=0)) == 8340
+    assert set(images.unique().tolist()) == {0, 255}
+    assert torch.equal(labels, factors[:, 0].long())
+    assert torch.equal(torch.bincount(labels), torch.full((3,), 2780))
+    size, x, y = factors[:, 1], factors[:, 2], factors[:, 3]
+    assert size.min() == 7 and size.max() == 14
+    assert (x >= 0).all() and (y >= 0).all() and (x + size <= 28).all() and (y + size <= 28).all()
+    # The white pixels' bounding box is exactly (x, y, size) for every image.
+    mask = images[:, 0] > 0
+    rows, cols = mask.any(2), mask.any(1)
+    ar = torch.arange(28)
+    top, left = torch.where(rows, ar, 99).min(1).values, torch.where(cols, ar, 99).min(1).values
+    bottom, right = torch.where(rows, ar, -1).max(1).values, torch.where(cols, ar, -1).max(1).values
+    assert torch.equal(top, y.long()) and torch.equal(left, x.long())
+    assert torch.equal(bottom - top + 1, size.long()) and torch.equal(right - left + 1, size.long())
+    # Shape by area: squares fill the box, discs about pi/4 of it, triangles about half; triangles are symmetric.
+    fill = mask.flatten(1).sum(1) / size**2
+    assert torch.all(fill[labels == 1] == 1)
+    assert torch.all((fill[labels == 0] - torch.pi / 4).abs() < 0.08)
+    assert torch.all((fill[labels == 2] > 0.5) & (fill[labels == 2] < 0.65))  # pixel staircase: a bit over s^2/2
+    tri = mask[labels == 2]
+    tri_x, tri_s = x[labels == 2].long(), size[labels == 2].long()
+    for i in range(0, len(tri), 97):  # mirror within the bounding box
+        box = tri[i, :, tri_x[i]:tri_x[i] + tri_s[i]]
+        assert torch.equal(box, box.flip(-1))
+        assert box.sum(1)[box.any(1)].diff().ge(0).all()  # widening downwards: it points up
+
+
+def test_shapes_split_depends_on_seed_only():
+    a = load_dataset(DatasetConfig(name="shapes", seed=1))
+    b = load_dataset(DatasetConfig(name="shapes", seed=1))
+    c = load_dataset(DatasetConfig(name="shapes", seed=2))
+    for name in ("train", "val", "test"):
+        assert torch.equal(getattr(a, name).images, getattr(b, name).images)
+        assert torch.equal(getattr(a, name).factors, getattr(b, name).factors)
+    assert keys(a.test) != keys(c.test)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Subsets and splits
+
+
+def test_subset_and_val_sizes_deterministic_and_disjoint():
+    cfg = DatasetConfig(name="shapes", train_size=1000, test_size=200, val_fraction=0.2, seed=3)
+    ds = load_dataset(cfg)
+    assert (len(ds.train), len(ds.val), len(ds.test)) == (800, 200, 200)
+    again = load_dataset(cfg)
+    assert keys(ds.train) == keys(again.train) and keys(ds.val) == keys(again.val)
+    assert keys(ds.test) == keys(again.test)
+    assert not keys(ds.train) & keys(ds.val) and not keys(ds.train) & keys(ds.test)
+    assert not keys(ds.val) & keys(ds.test)
+    # train and val come from the upstream train split, test from the upstream test split
+    full = load_dataset(DatasetConfig(name="shapes", val_fraction=0, seed=3))
+    assert keys(ds.train) | keys(ds.val) <= keys(full.train) and keys(ds.test) <= keys(full.test)
+    other = load_dataset(cfg.model_copy(update={"seed": 4}))
+    assert keys(other.train) != keys(ds.train) and keys(other.test) != keys(ds.test)
+    # Growing train_size under one seed only adds images; the test subset does not move.
+    smaller = load_dataset(cfg.model_copy(update={"train_size": 500}))
+    assert keys(smaller.train) | keys(smaller.val) <= keys(ds.train) | keys(ds.val)
+    assert keys(smaller.test) == keys(ds.test)
+
+
+def test_subset_of_real_format_files(cifar):
+    root, _, arrays = cifar
+    ds = load_dataset(DatasetConfig(name="cifar10", root=str(root), download=False, train_size=50, test_size=7,
+                                    val_fraction=0.2, seed=5))
+    assert (len(ds.train), len(ds.val), len(ds.test)) == (40, 10, 7)
+    written = np.concatenate([arrays[f"data_batch_{i}"] for i in range(1, 6)]).reshape(100, -1)
+    rows = {r.tobytes(): i for i, r in enumerate(written)}
+    train_rows = {rows[r.tobytes()] for r in ds.train.images.flatten(1).numpy()}
+    val_rows = {rows[r.tobytes()] for r in ds.val.images.flatten(1).numpy()}
+    assert len(train_rows) == 40 and len(val_rows) == 10 and not train_rows & val_rows
+
+
+def test_subset_errors():
+    with pytest.raises(DataError, match="train_size: 9000 requested but the split holds only 6950"):
+        load_dataset(DatasetConfig(name="shapes", train_size=9000))
+    ds = load_dataset(DatasetConfig(name="shapes", train_size=5, test_size=3, val_fraction=0.01))
+    assert (len(ds.train), len(ds.val), len(ds.test)) == (4, 1, 3)  # a requested val split is never empty
+
+
+def test_registry_has_the_datasets():
+    from aesweep.registry import DATASETS
+
+    assert {"cifar10", "mnist", "fashion_mnist", "shapes"} <= set(DATASETS.names())
+    assert DATASETS.doc("shapes").startswith("Generated shapes")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Batching and transforms on the device
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_batches_stay_on_device_and_cover_the_epoch(device):
+    ds = load_dataset(DatasetConfig(name="shapes", train_size=1000, val_fraction=0.1, seed=0), device=device)
+    split = ds.train
+    assert split.images.device.type == device and ds.test.factors.device.type == device
+    gen = torch.Generator(device=device).manual_seed(0)
+    batches = list(data.iterate_batches(split, 128, shuffle=True, generator=gen))
+    assert [len(b) for b in batches] == [128] * 7 + [900 - 7 * 128]
+    for b in batches:
+        assert b.images.device.type == device and b.images.dtype == torch.uint8 and b.images.shape[1:] == (1, 28, 28)
+        assert torch.equal(b.labels, b.factors[:, 0].long())  # rows stay aligned
+    seen = torch.cat([b.factors for b in batches]).cpu()
+    assert sorted(map(tuple, seen.tolist())) == sorted(map(tuple, split.factors.cpu().tolist()))
+    assert not torch.equal(seen, split.factors.cpu())  # actually shuffled
+    # the same seed gives the same order, the next epoch another
+    again = torch.cat([b.factors for b in data.iterate_batches(
+        split, 128, shuffle=True, generator=torch.Generator(device=device).manual_seed(0))])
+    assert torch.equal(again.cpu(), seen)
+    nxt = torch.cat([b.factors for b in data.iterate_batches(split, 128, shuffle=True, generator=gen)])
+    assert not torch.equal(nxt.cpu(), seen)
+    # in order and drop_last
+    ordered = list(data.iterate_batches(split, 128, shuffle=False, drop_last=True))
+    assert len(ordered) == 7 and torch.equal(torch.cat([b.images for b in ordered]), split.images[:896])
+    index = list(data.batch_indices(10, 4, shuffle=True, device=device))
+    assert [len(i) for i in index] == [4, 4, 2] and index[0].device.type == device
+    assert sorted(torch.cat(index).tolist()) == list(range(10))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_to_float(device):
+    images = torch.arange(256, dtype=torch.uint8, device=device).reshape(4, 1, 8, 8)
+    x = data.to_float(images)
+    assert x.dtype == torch.float32 and x.device.type == device and x.shape == images.shape
+    assert x.min() == 0 and x.max() == 1 and torch.equal(x * 255, images.float())
+    with pytest.raises(TypeError):
+        data.to_float(x)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_corrupt(device):
+    x = torch.full((64, 1, 28, 28), 0.5, device=device)
+    assert data.corrupt(x, 0.0) is x
+    noisy = data.corrupt(x, 0.1, torch.Generator(device=device).manual_seed(0))
+    assert noisy.device.type == device and noisy.shape == x.shape and noisy.dtype == x.dtype
+    assert abs(noisy.std().item() - 0.1) < 0.005 and abs(noisy.mean().item() - 0.5) < 0.005
+    assert torch.equal(noisy, data.corrupt(x, 0.1, torch.Generator(device=device).manual_seed(0)))
+    big = data.corrupt(x, 3.0, torch.Generator(device=device).manual_seed(1))
+    assert big.min() == 0 and big.max() == 1  # clipped to [0, 1]
+
+
+def matching_transform(view: torch.Tensor, image: torch.Tensor, pad: int) -> tuple[int, int, bool] | None:
+    """The (dy, dx, flipped) for which ``view`` is a crop of the zero-padded ``image``, or None."""
+    h, w = image.shape[-2:]
+    padded = F.pad(image, (pad, pad, pad, pad))
+    for dy in range(2 * pad + 1):
+        for dx in range(2 * pad + 1):
+            crop = padded[:, dy:dy + h, dx:dx + w]
+            for flipped in (False, True):
+                if torch.equal(view, crop.flip(-1) if flipped else crop):
+                    return dy, dx, flipped
+    return None
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_two_views_are_crops_and_flips(device):
+    x = torch.rand(48, 3, 32, 32, generator=torch.Generator().manual_seed(0)).to(device)
+    v1, v2 = data.two_views(x, flip=True, jitter=0.0, generator=torch.Generator(device=device).manual_seed(0))
+    views, images = torch.cat([v1, v2]).cpu(), torch.cat([x, x]).cpu()
+    found = [matching_transform(v, img, pad=4) for v, img in zip(views, images, strict=True)]
+    assert all(f is not None for f in found)  # every view is a padded crop, maybe flipped, of its image
+    flipped = sum(f[2] for f in found) / len(found)
+    assert 0.3 < flipped < 0.7
+    assert len({f[:2] for f in found}) > 20  # offsets vary
+    v3, _ = data.two_views(x, flip=False, jitter=0.0, generator=torch.Generator(device=device).manual_seed(1))
+    found = [matching_transform(v, img, pad=4) for v, img in zip(v3.cpu(), x.cpu(), strict=True)]
+    assert all(f is not None and not f[2] for f in found)  # flip=False never flips
+    # 28x28 pads 3 by default
+    small = torch.rand(16, 1, 28, 28, device=device)
+    view, _ = data.two_views(small, flip=False, jitter=0.0)
+    assert all(matching_transform(v, img, pad=3) is not None for v, img in zip(view.cpu(), small.cpu(), strict=True))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_two_views_reproducible_distinct_in_range(device):
+    x = data.to_float(load_dataset(DatasetConfig(name="shapes", train_size=64, val_fraction=0),
+                                   device=device).train.images)
+    v1, v2 = data.two_views(x, flip=True, generator=torch.Generator(device=device).manual_seed(7))
+    w1, w2 = data.two_views(x, flip=True, generator=torch.Generator(device=device).manual_seed(7))
+    assert torch.equal(v1, w1) and torch.equal(v2, w2)
+    assert not torch.equal(v1, v2)
+    assert (v1 - v2).abs().flatten(1).amax(1).gt(0).float().mean() > 0.9  # nearly every pair differs
+    for v in (v1, v2):
+        assert v.shape == x.shape and v.dtype == torch.float32 and v.device.type == device
+        assert v.min() >= 0 and v.max() <= 1
+    # jitter moves intensities: a binary image no longer is
+    assert not set(v1.unique().tolist()) <= {0.0, 1.0}

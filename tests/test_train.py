@@ -1,0 +1,139 @@
+"""The single-trial loop: every variant learns, checkpoints resume exactly, a NaN fails cleanly."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from aesweep import data as datamod
+from aesweep import variants
+from aesweep.cli import app
+from aesweep.losses import Batch, objective_loss
+from aesweep.model import AutoEncoder
+from aesweep.spec import DatasetConfig, TrialConfig, parse_spec
+from aesweep.train import CHECKPOINT_FILE, build, load_checkpoint, run_trial
+
+VARIANTS = [p.name for p in variants.PRESETS] + ["denoising+vae", "contrastive+denoising"]
+
+
+@pytest.fixture(scope="module")
+def shapes():
+    """A few hundred shapes images, loaded once for the module."""
+    return datamod.load_dataset(DatasetConfig(name="shapes", train_size=480, test_size=128, val_fraction=0.2))
+
+
+def tiny(variant: str, **train) -> TrialConfig:
+    spec = parse_spec(
+        "name: tiny\n"
+        "dataset: {name: shapes, train_size: 480, test_size: 128, val_fraction: 0.2}\n"
+        "model: {backbone: conv, width: 0.125, latent_dim: 8, projection_dim: 16}\n"
+        f"objective: {{variant: '{variant}'}}\n"
+        "train: {epochs: 2, batch_size: 32, lr: 3.0e-3}\n"
+    )
+    trial = spec.resolve()
+    return trial.model_copy(update={"train": trial.train.model_copy(update=train)})
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_each_variant_trains_and_its_loss_decreases(variant, shapes, tmp_path):
+    epochs = []
+    result = run_trial(tiny(variant), lambda m, e, c: epochs.append(m), dataset=shapes, workdir=tmp_path)
+    assert result.status == "finished", result.reason
+    assert [int(m["epoch"]) for m in epochs] == [1, 2]
+    assert epochs[1]["train/loss"] < epochs[0]["train/loss"]
+    objective = variants.compose(variant, {})
+    for term in objective.terms:
+        assert math.isfinite(epochs[1][f"loss/{term}"]) and math.isfinite(epochs[1][f"val/loss/{term}"])
+    for key in ("val/loss", "val/mse", "val/psnr", "test/mse", "test/psnr", "time/train_s"):
+        assert math.isfinite(result.metrics[key]), key
+    assert (tmp_path / CHECKPOINT_FILE).exists()
+
+
+@pytest.mark.parametrize("in_shape", [(1, 28, 28), (3, 32, 32)], ids=["28x28x1", "32x32x3"])
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_each_variant_builds_for_both_image_shapes(variant, in_shape):
+    cfg = tiny(variant)
+    objective = variants.compose(variant, {})
+    model = AutoEncoder.from_config(cfg.model, objective, in_shape, num_classes=10)
+    x = torch.rand(6, *in_shape)
+    out = model(x)
+    assert out.x_hat.shape == x.shape and out.z.shape == (6, 8)
+    assert (out.mu is not None) == (objective.bottleneck == "gaussian")
+    assert (out.projection is not None) == ("projection" in objective.heads)
+    assert (out.logits is not None) == ("classifier" in objective.heads)
+    batch = Batch(x=x, target=x, labels=torch.arange(6) % 3, view2=model(x.flip(-1)) if objective.two_views else None)
+    total, terms = objective_loss(objective, out, batch, **{"temperature": objective.knobs.get("temperature")})
+    assert set(terms) == set(objective.terms) and torch.isfinite(total)
+
+
+def test_resumed_run_equals_uninterrupted_run(shapes, tmp_path):
+    cfg = tiny("vae", epochs=4)
+    full: list[dict] = []
+    run_trial(cfg, lambda m, e, c: full.append(m), dataset=shapes, workdir=tmp_path / "full")
+
+    # Run 2 epochs, keep that checkpoint, then continue from it in a fresh call.
+    first_half = cfg.model_copy(update={"train": cfg.train.model_copy(update={"epochs": 2})})
+    run_trial(first_half, dataset=shapes, workdir=tmp_path / "half")
+    assert load_checkpoint(tmp_path / "half")["epoch"] == 2
+    resumed: list[dict] = []
+    result = run_trial(cfg, lambda m, e, c: resumed.append(m), checkpoint_dir=tmp_path / "half", dataset=shapes,
+                       workdir=tmp_path / "resumed")
+
+    assert [m["epoch"] for m in resumed] == [3.0, 4.0]
+    assert result.epochs == 4
+    for a, b in zip(full[2:], resumed, strict=True):
+        for key in a:
+            if not key.startswith("time/"):
+                assert a[key] == b[key], key
+
+
+def test_checkpoint_holds_tensors_and_states_only(shapes, tmp_path):
+    run_trial(tiny("ae", epochs=1), dataset=shapes, workdir=tmp_path)
+    state = torch.load(tmp_path / CHECKPOINT_FILE, weights_only=True)  # raises on anything but plain data
+    assert set(state) == {"model", "optimizer", "epoch", "rng", "early_stopping"}
+    model, _ = build(tiny("ae"), shapes)
+    model.load_state_dict(state["model"])
+
+
+def test_a_huge_learning_rate_fails_with_epoch_step_and_term(shapes, tmp_path):
+    reported = []
+    result = run_trial(tiny("vae", lr=1e12, epochs=3), lambda m, e, c: reported.append(e), dataset=shapes,
+                       workdir=tmp_path)
+    assert result.status == "failed"
+    assert result.failure is not None and result.failure["epoch"] >= 1 and result.failure["step"] >= 1
+    assert result.failure["term"] in {"recon", "kl", "loss"}
+    assert "non-finite" in result.reason and f"step {result.failure['step']}" in result.reason
+    assert len(reported) == result.failure["epoch"] - 1  # no report for the epoch that went wrong
+
+
+def test_early_stopping_stops_after_patience(shapes, tmp_path):
+    cfg = tiny("ae", epochs=6)
+    # An impossible improvement threshold: every epoch after the first counts as "no better".
+    cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={
+        "early_stopping": cfg.train.early_stopping.model_copy(update={"patience": 2, "min_delta": 1e9})})})
+    epochs = []
+    result = run_trial(cfg, lambda m, e, c: epochs.append(e), dataset=shapes, workdir=tmp_path)
+    assert result.stopped_early and epochs == [1, 2, 3]
+    assert result.metrics["best/epoch"] == 1
+
+
+def test_train_one_cli_prints_final_metrics(tmp_path):
+    spec = tmp_path / "s.yaml"
+    spec.write_text("name: cli\ndataset: {name: shapes, train_size: 200, test_size: 64}\n"
+                    "model: {backbone: mlp, latent_dim: {grid: [4, 8]}}\ntrain: {epochs: 1, batch_size: 64}\n")
+    result = CliRunner().invoke(app, ["train-one", str(spec), "--out", str(tmp_path / "out"),
+                                      "--set", "objective.variant=sparse"])
+    assert result.exit_code == 0, result.output
+    assert "model.latent_dim=4" in result.output and "test/mse" in result.output
+    assert (tmp_path / "out" / "trial.yaml").read_text().count("variant: sparse") == 1
+
+
+def test_train_one_cli_rejects_a_bad_spec_with_exit_2(tmp_path):
+    spec = tmp_path / "s.yaml"
+    spec.write_text("name: cli\nmodel: {latent_dim: 0}\n")
+    result = CliRunner().invoke(app, ["train-one", str(spec), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2
+    assert f"{spec}:2: model.latent_dim: input should be greater than 0" in result.output
+    assert not (tmp_path / "out").exists()

@@ -171,6 +171,158 @@ def train_one(
     console.print(f"checkpoint and trial.yaml in {out}", highlight=False)
 
 
+class _LiveView:
+    """The live line of a running sweep: trials done / running / pruned / failed, elapsed, best so far."""
+
+    def __init__(self) -> None:
+        self.last_text = ""
+        self.live = None
+
+    def text(self, view: dict) -> str:
+        from aesweep.sweep import describe_config
+
+        c = view["counts"]
+        minutes, seconds = divmod(int(view["elapsed"]), 60)
+        line = (f"trials: {c['done']} done, {c['running']} running, {c['pending']} pending, {c['pruned']} pruned, "
+                f"{c['failed']} failed  |  {minutes}:{seconds:02d} elapsed")
+        if view["best"] is not None:
+            value, _, config = view["best"]
+            line += f"  |  best {view['metric']} {value:.5g} ({describe_config(config)})"
+        return line
+
+    def __call__(self, view: dict) -> None:
+        text = self.text(view)
+        if text == self.last_text:
+            return
+        self.last_text = text
+        if self.live is not None:
+            from rich.text import Text
+
+            self.live.update(Text(text))
+        else:  # not a terminal: one line per change
+            console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+
+def _summary(outcome) -> None:
+    from aesweep import tracking
+
+    state = outcome.state
+    spec = state.spec
+    metric = next(iter(spec.search.metrics))
+    table = Table(title=f"{state.name}: {len(outcome.trials)} trial(s)", title_justify="left")
+    for column in ("trial", "status", "variant", "latent", "epochs", metric, "note"):
+        table.add_column(column, justify="right" if column in ("latent", "epochs", metric) else "left")
+    for t in outcome.trials:
+        value = t["metrics"].get(metric)
+        note = (t["reason"] or "")[:60]
+        table.add_row(t["trial_id"], t["status"], str(t["variant"]), str(t["latent_dim"]), str(t["epochs"]),
+                      f"{value:.5g}" if value is not None else "-", note)
+    console.print(table)
+    counts = ", ".join(f"{n} {k}" for k, n in outcome.counts.items() if n)
+    console.print(f"{state.name}: {counts or 'no trials'}", highlight=False)
+    if outcome.best is not None:
+        console.print(f"best {metric}: {outcome.best['metrics'][metric]:.5g} (trial {outcome.best['trial_id']}, "
+                      f"run {outcome.best['run_id']})", highlight=False)
+    experiment = tracking.client(state.uri).get_run(state.parent_run_id).info.experiment_id
+    if state.uri.startswith(("http://", "https://")):
+        where = f"{state.uri}/#/experiments/{experiment}/runs"
+    else:
+        where = (f"mlflow ui --backend-store-uri {state.uri}   then open "
+                 f"http://127.0.0.1:5000/#/experiments/{experiment}/runs")
+    console.print(f"MLflow: {where}", highlight=False, soft_wrap=True)
+
+
+def _run_live(fn, *args, **kwargs):
+    view = _LiveView()
+    if console.is_terminal:
+        from rich.live import Live
+
+        with Live(console=console, refresh_per_second=4, transient=False) as live:
+            view.live = live
+            return fn(*args, progress=view, **kwargs)
+    return fn(*args, progress=view, **kwargs)
+
+
+@app.command()
+def run(
+    spec_file: Annotated[Path, typer.Argument(metavar="SPEC", help="Sweep spec file (YAML).")],
+    set_: SetOption = None,
+    name: Annotated[str | None, typer.Option(help="Sweep name (default: the spec's name).")] = None,
+    address: Annotated[str | None, typer.Option(help="Ray cluster address (default: RAY_ADDRESS, else local).")]
+    = None,
+    num_samples: Annotated[int | None, typer.Option(help="Override search.num_samples.")] = None,
+    storage: Annotated[str | None, typer.Option(help="Ray Tune storage path (default ./aesweep-results).")] = None,
+    tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI.")] = None,
+    smoke: Annotated[bool, typer.Option(help="Shrink the sweep: 1-2 trials, 1 epoch, a few hundred images.")]
+    = False,
+) -> None:
+    """Run a sweep on Ray: Optuna (or a grid) proposes, every trial lands in MLflow."""
+    overrides = list(set_ or [])
+    if name:
+        overrides.append(f"name={name}")
+    if num_samples:
+        overrides.append(f"search.num_samples={num_samples}")
+    spec = load_or_exit(spec_file, overrides)  # validate before anything starts
+    if smoke:
+        from aesweep.sweep import smoke_overrides
+
+        spec = load_or_exit(spec_file, overrides + smoke_overrides(spec))
+    from aesweep import sweep
+
+    try:
+        outcome = _run_live(sweep.run_sweep, spec, address=address, storage=storage, tracking_uri=tracking_uri,
+                            max_points=2 if smoke else None)
+    except FileExistsError as err:
+        errors.print(str(err), markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    _finish(outcome)
+
+
+@app.command()
+def resume(
+    name_or_path: Annotated[str, typer.Argument(help="Sweep name (under --storage) or its directory.")],
+    storage: Annotated[str | None, typer.Option(help="Ray Tune storage path (default ./aesweep-results).")] = None,
+    address: Annotated[str | None, typer.Option(help="Ray cluster address.")] = None,
+) -> None:
+    """Continue an interrupted sweep where it stopped; each trial keeps its MLflow run."""
+    from aesweep import sweep
+
+    try:
+        outcome = _run_live(sweep.resume_sweep, name_or_path, storage=storage, address=address)
+    except FileNotFoundError as err:
+        errors.print(str(err), markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    _finish(outcome)
+
+
+@app.command()
+def status(
+    name_or_path: Annotated[str, typer.Argument(help="Sweep name (under --storage) or its directory.")],
+    storage: Annotated[str | None, typer.Option(help="Ray Tune storage path (default ./aesweep-results).")] = None,
+) -> None:
+    """The trials table of a running or finished sweep (read from MLflow; starts no Ray)."""
+    from aesweep import sweep
+
+    try:
+        state = sweep.SweepState.load(name_or_path, storage)
+    except FileNotFoundError as err:
+        errors.print(str(err), markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    trials = sweep.trial_table(state)
+    _summary(sweep.Outcome(state, sweep._count(trials), sweep.best_trial(state, trials), False, trials))
+
+
+def _finish(outcome) -> None:
+    _summary(outcome)
+    if outcome.interrupted:
+        errors.print(f"interrupted: trials are checkpointed and their MLflow runs marked KILLED; continue with\n"
+                     f"  python -m aesweep resume {outcome.state.experiment_path}", markup=False, highlight=False)
+        raise typer.Exit(130)
+    if outcome.counts.get("failed"):
+        console.print(f"{outcome.counts['failed']} trial(s) failed (reasons above); the others completed.",
+                      highlight=False)
+
+
 def main() -> None:
     try:
         app()

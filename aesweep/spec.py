@@ -155,6 +155,8 @@ class TrainConfig(Strict):
 
 
 class EvalConfig(Strict):
+    """What ``evaluate`` measures at the end of a trial (and, cheaply, during it)."""
+
     metrics: Annotated[list[str], AfterValidator(_registered_list(registry.METRICS))] = Field(
         default_factory=lambda: ["mse", "rmse", "mae", "psnr", "ssim", "uqi", "ergas", "bce"]
     )
@@ -164,10 +166,28 @@ class EvalConfig(Strict):
     clustering: Annotated[list[str], AfterValidator(_registered_list(registry.CLUSTERERS))] = Field(
         default_factory=lambda: ["kmeans"]
     )
-    figures: list[str] = Field(default_factory=lambda: ["reconstructions", "latent_pca"])
+    generative: list[Literal["coverage", "information_rate", "factors"]] = Field(default_factory=list)
+    figures: list[Literal["reconstructions", "latent_pca", "latent_tsne", "image_tsne", "interpolation",
+                          "traversals", "prior_samples"]] = Field(
+        default_factory=lambda: ["reconstructions", "latent_pca"]
+    )
+    # Probe protocol: fixed hyperparameters (fast) or the published GridSearchCV protocol (paper).
     protocol: Literal["fast", "paper"] = "fast"
-    subsample: PositiveInt | None = 10_000  # bound on probe training rows
+    preprocessing: Literal["standard", "robust_pca", "minmax_kbest"] = "standard"
+    backend: Literal["auto", "torch", "sklearn"] = "auto"  # auto: device fast paths where they match sklearn
+    with_logvar: bool = False  # gaussian bottlenecks: embed [mu, logvar] (the CIFAR-10 study) instead of mu
+    with_feature: bool = False  # append the pooled pre-bottleneck feature to z
+    subsample: PositiveInt | None = 10_000  # bound on probe training rows (cheap probes)
+    slow_subsample: PositiveInt | None = 5_000  # bound on rows for random_forest and mlp
+    label_efficiency: list[PositiveInt] = Field(default_factory=list)  # labels per class, e.g. [10, 100, 1000]
+    cluster_subsample: PositiveInt | None = 5_000  # bound on test rows clustered by gmm / hdbscan
+    hdbscan_min_cluster_size: PositiveInt = 15
+    cluster_pca_dim: PositiveInt | None = 32  # hdbscan on a PCA reduction of the embeddings; None = raw
+    gen_samples: PositiveInt = 1_000  # prior samples decoded for generative metrics and figures
+    coverage_threshold: PositiveFloat | None = None  # per-pixel RMSE; None = median real-to-real NN distance
+    rate_noise_sigma: PositiveFloat = 1.0  # std of the latent noise eps in the information rate
     online_probe_every: PositiveInt | None = None  # epochs between cheap validation probes; None = off
+    online_probe_size: PositiveInt = 2_000  # validation rows the online probe uses
 
 
 class TrialConfig(Strict):
@@ -852,6 +872,9 @@ def _semantic_problems(spec: SweepSpec) -> list[tuple[tuple, str]]:
             owners = [p.name for p in variants.PRESETS if knob in p.knobs]
             found.append((("objective", knob),
                           f"{knob} is not a knob of variant {' or '.join(drawn)} (it belongs to: {', '.join(owners)})"))
+    if spec.search.seeds > 1 and spec.search.algorithm in ("tpe", "nsga2"):
+        found.append((("search", "seeds"), "seeds > 1 needs algorithm grid or random (a searcher proposes each "
+                      "configuration once)"))
     if spec.search.scheduler.metric and spec.search.scheduler.name == "none":
         found.append((("search", "scheduler", "metric"), "a metric is set but no scheduler is chosen"))
     if spec.search.algorithm == "grid":

@@ -27,6 +27,7 @@ from torch import Tensor
 
 from aesweep import data as datamod
 from aesweep import variants
+from aesweep.evaluate import evaluate, online_probe_metrics
 from aesweep.losses import Batch, objective_loss
 from aesweep.model import AEOutput, AutoEncoder
 from aesweep.spec import TrialConfig
@@ -50,6 +51,7 @@ class TrialResult:
     stopped_early: bool = False
     reason: str | None = None  # why it failed
     failure: dict[str, Any] | None = None  # {"epoch", "step", "term"} for a non-finite loss
+    artifacts: list[Path] = field(default_factory=list)  # figures and the final weights, under workdir
 
 
 class NonFiniteLoss(Exception):
@@ -75,8 +77,9 @@ def seed_everything(seed: int) -> None:
 def build(cfg: TrialConfig, dataset: datamod.Dataset) -> tuple[AutoEncoder, variants.Objective]:
     """The model and resolved objective of a trial, for a loaded dataset."""
     o = cfg.objective
-    objective = variants.compose(o.variant, {k: getattr(o, k) for k in variants.KNOBS}, o.recon_weight)
     in_shape = (dataset.channels, *dataset.image_size)
+    objective = variants.compose(o.variant, {k: getattr(o, k) for k in variants.KNOBS}, o.recon_weight,
+                                 elements_per_image=math.prod(in_shape))
     model = AutoEncoder.from_config(cfg.model, objective, in_shape, dataset.num_classes)
     return model, objective
 
@@ -261,9 +264,29 @@ def run_trial(
     check_every = 1 if device.type == "cpu" else 25
     history: list[dict[str, float]] = []
     metrics: dict[str, float] = {}
+    artifacts: list[Path] = []
     epoch = start_epoch
     stopped_early = False
     train_seconds = 0.0
+
+    def finish(metrics: dict[str, float]) -> dict[str, float]:
+        """Final measurements, merged into the last epoch's metrics so that its report carries them (a
+        scheduler may end the trial at that report; the searcher reads its objective from it)."""
+        final = {**metrics, "time/train_s": train_seconds}
+        final.update(evaluate_split(stepper, dataset.test, cfg.train.batch_size * 2, "test", cfg.train.seed))
+        # The model as trained last (not the best epoch's): what the studies measured after early stopping.
+        measured, figure_paths = evaluate(model, dataset, cfg, workdir / "figures", seed=cfg.train.seed)
+        final.update(measured)
+        weights = workdir / "model" / "state_dict.pt"
+        weights.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(model.state_dict(), weights)
+        artifacts[:] = [*figure_paths, weights]
+        final["best/epoch"] = float(stopper.best_epoch)
+        if stopper.best is not None:
+            final[f"best/{es.monitor}"] = stopper.best
+        final["time/total_s"] = time.perf_counter() - started
+        return final
+
     try:
         for epoch in range(start_epoch + 1, cfg.train.epochs + 1):
             epoch_start = time.perf_counter()
@@ -273,20 +296,29 @@ def run_trial(
             metrics = {**train_metrics,
                        **evaluate_split(stepper, dataset.val, cfg.train.batch_size * 2, "val", cfg.train.seed),
                        "epoch": float(epoch), "time/epoch_s": time.perf_counter() - epoch_start}
+            every = cfg.eval.online_probe_every
+            if every and epoch % every == 0:
+                metrics.update(online_probe_metrics(model, dataset, cfg.eval, cfg.train.seed))
             if es.monitor not in metrics:
                 raise KeyError(f"train.early_stopping.monitor {es.monitor!r} is not a per-epoch metric "
                                f"(have: {', '.join(sorted(metrics))})")
-            stop = stopper.update(metrics[es.monitor], epoch)
+            stopped_early = stopper.update(metrics[es.monitor], epoch)
             save_checkpoint(workdir, {
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
                 "rng": _rng_state(generator), "early_stopping": stopper.state_dict(),
             })
+            last = stopped_early or epoch == cfg.train.epochs
+            if last:
+                metrics = finish(metrics)
             history.append(metrics)
             if report is not None:
                 report(metrics, epoch, workdir)
-            if stop:
-                stopped_early = True
+            if last:
                 break
+        else:  # resumed from the checkpoint of the last epoch: only the final measurements are missing
+            metrics = finish({"epoch": float(epoch)})
+            if report is not None:
+                report(metrics, epoch, workdir)
     except NonFiniteLoss as err:
         return TrialResult("failed", err.epoch - 1, metrics, history, reason=str(err),
                            failure={"epoch": err.epoch, "step": err.step, "term": err.term})
@@ -294,14 +326,7 @@ def run_trial(
         return TrialResult("failed", epoch - 1, metrics, history, reason=f"out of memory at epoch {epoch}: {err}")
     except KeyError as err:
         return TrialResult("failed", epoch - 1, metrics, history, reason=str(err.args[0]))
-
-    final = {**metrics, "time/train_s": train_seconds}
-    final.update(evaluate_split(stepper, dataset.test, cfg.train.batch_size * 2, "test", cfg.train.seed))
-    final["best/epoch"] = float(stopper.best_epoch)
-    if stopper.best is not None:
-        final[f"best/{es.monitor}"] = stopper.best
-    final["time/total_s"] = time.perf_counter() - started
-    return TrialResult("finished", epoch, final, history, stopped_early=stopped_early)
+    return TrialResult("finished", epoch, metrics, history, stopped_early=stopped_early, artifacts=artifacts)
 
 
 def _train_epoch(model: AutoEncoder, optimizer: torch.optim.Optimizer, stepper: _Stepper, split: datamod.Split,
@@ -348,3 +373,21 @@ def _check_finite(pending: list[tuple[int, Tensor]], names: list[str], epoch: in
     # Name the term that went non-finite; the total only when every term is finite (an overflowing weight).
     bad = [i for i in range(1, len(names)) if not math.isfinite(values[i])] or [0]
     raise NonFiniteLoss(epoch, step, names[bad[0]], float(values[bad[0]]))
+
+
+def evaluate_stored(cfg: TrialConfig, directory: str | Path, out_dir: str | Path | None = None,
+                    dataset: datamod.Dataset | None = None) -> tuple[dict[str, float], list[Path]]:
+    """Re-run evaluation (e.g. new probes in ``cfg.eval``) on a trial stored in ``directory`` without retraining.
+
+    ``directory`` holds ``model/state_dict.pt`` (a finished trial) or ``checkpoint.pt`` (a per-epoch one).
+    """
+    directory = Path(directory)
+    device = pick_device(cfg.train.device)
+    dataset = (dataset or datamod.load_dataset(cfg.dataset)).to(device)
+    model, _ = build(cfg, dataset)
+    weights = directory / "model" / "state_dict.pt"
+    state = (torch.load(weights, map_location=device, weights_only=True) if weights.exists()
+             else load_checkpoint(directory, device)["model"])
+    model.load_state_dict(state)
+    model.to(device)
+    return evaluate(model, dataset, cfg, out_dir, seed=cfg.train.seed)

@@ -113,10 +113,19 @@ class Objective:
     knobs: dict[str, Any]
 
 
-def compose(variant: str, knob_values: dict[str, Any], recon_weight: float | None = None) -> Objective:
+# Terms that are sums over latent dimensions per image (nats for KL), weighed against a reconstruction that is a
+# mean over pixels. With ``elements_per_image`` given, their weight is divided by C*H*W so that beta keeps its
+# textbook meaning: beta = 1 is the standard VAE (per-image reconstruction sum + KL), whatever the image size.
+PER_IMAGE_TERMS = frozenset({"kl"})
+
+
+def compose(variant: str, knob_values: dict[str, Any], recon_weight: float | None = None,
+            elements_per_image: int | None = None) -> Objective:
     """Resolve a variant name and its knob values into weighted terms.
 
     knob_values: values for the variant's knobs; a missing or None one takes the preset default.
+    elements_per_image: C*H*W of the images; rescales the weights of PER_IMAGE_TERMS (see above). Without it
+      weights are taken as given (relative to the per-element reconstruction).
     """
     presets = parts(variant)
     knobs = {k: (knob_values.get(k) if knob_values.get(k) is not None else d) for k, d in knobs_of(variant).items()}
@@ -125,6 +134,8 @@ def compose(variant: str, knob_values: dict[str, Any], recon_weight: float | Non
     for preset in presets:
         for term, w in preset.terms.items():
             terms[term] = float(knobs[w]) if isinstance(w, str) else float(w)
+            if term in PER_IMAGE_TERMS and elements_per_image:
+                terms[term] /= elements_per_image
     return Objective(
         variant=variant,
         terms=terms,

@@ -31,6 +31,8 @@ def tiny(variant: str, **train) -> TrialConfig:
         "model: {backbone: conv, width: 0.125, latent_dim: 8, projection_dim: 16}\n"
         f"objective: {{variant: '{variant}'}}\n"
         "train: {epochs: 2, batch_size: 32, lr: 3.0e-3}\n"
+        # Evaluation has its own tests (test_evaluate.py); here only the cheap reconstruction metrics run.
+        "eval: {metrics: [mse, psnr], probes: [], clustering: [], figures: []}\n"
     )
     trial = spec.resolve()
     return trial.model_copy(update={"train": trial.train.model_copy(update=train)})
@@ -46,7 +48,7 @@ def test_each_variant_trains_and_its_loss_decreases(variant, shapes, tmp_path):
     objective = variants.compose(variant, {})
     for term in objective.terms:
         assert math.isfinite(epochs[1][f"loss/{term}"]) and math.isfinite(epochs[1][f"val/loss/{term}"])
-    for key in ("val/loss", "val/mse", "val/psnr", "test/mse", "test/psnr", "time/train_s"):
+    for key in ("val/loss", "val/mse", "val/psnr", "test/mse", "test/psnr", "time/train_s", "time/eval_s"):
         assert math.isfinite(result.metrics[key]), key
     assert (tmp_path / CHECKPOINT_FILE).exists()
 
@@ -122,6 +124,7 @@ def test_early_stopping_stops_after_patience(shapes, tmp_path):
 def test_train_one_cli_prints_final_metrics(tmp_path):
     spec = tmp_path / "s.yaml"
     spec.write_text("name: cli\ndataset: {name: shapes, train_size: 200, test_size: 64}\n"
+                    "eval: {probes: [knn], clustering: [], figures: [reconstructions]}\n"
                     "model: {backbone: mlp, latent_dim: {grid: [4, 8]}}\ntrain: {epochs: 1, batch_size: 64}\n")
     result = CliRunner().invoke(app, ["train-one", str(spec), "--out", str(tmp_path / "out"),
                                       "--set", "objective.variant=sparse"])

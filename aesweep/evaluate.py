@@ -1,0 +1,107 @@
+"""Measure a trained trial the way the studies did, in one call: ``evaluate(model, dataset, cfg)``.
+
+Reconstruction metrics on the test split (``test/<metric>``), latent probes and clustering on embeddings computed
+once and shared by every probe (``probe/...``, ``cluster/...``), generative and latent metrics (``gen/...``,
+``latent/...``), and figures (PNG). Used by ``train.run_trial`` at the end of a trial and, through
+``train.evaluate_stored``, on a stored trial without retraining. Imports neither Ray nor MLflow.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from aesweep import data as datamod
+from aesweep import figures as figmod
+from aesweep import generative, metrics, probes
+from aesweep.spec import EvalConfig, TrialConfig
+
+
+@torch.inference_mode()
+def embed(model: nn.Module, split: datamod.Split, cfg: EvalConfig, rows: Tensor | None = None,
+          batch_size: int = 512) -> Tensor:
+    """Embeddings ``(N, D)`` of ``split`` (or of its ``rows``), in eval mode, on the model's device.
+
+    z for a deterministic bottleneck, mu for a gaussian one; ``cfg.with_logvar`` appends logvar (gaussian only),
+    ``cfg.with_feature`` the pooled pre-bottleneck feature.
+    """
+    device = next(model.parameters()).device
+    images = split.images if rows is None else split.images[rows.to(split.images.device)]
+    was_training = model.training
+    model.eval()
+    with_logvar = cfg.with_logvar and getattr(model, "gaussian", False)
+    try:
+        parts = [model.embed(datamod.to_float(images[i:i + batch_size].to(device)), with_logvar=with_logvar,
+                             with_feature=cfg.with_feature).float()
+                 for i in range(0, images.shape[0], batch_size)]
+    finally:
+        model.train(was_training)
+    return torch.cat(parts)
+
+
+def _train_rows(labels: Tensor, cfg: EvalConfig, num_classes: int, seed: int) -> Tensor | None:
+    """Which train rows the probes can use at most: every row a probe or a label-efficiency point reads.
+
+    Embedding the whole of a 50k split costs a forward pass per image; probes read at most ``subsample`` rows
+    (or n labels per class for ``acc@n``), so only a seeded stratified subset that large is embedded.
+    """
+    wanted = max([cfg.subsample or len(labels), cfg.slow_subsample or 0,
+                  *(n * num_classes for n in cfg.label_efficiency)])
+    if wanted >= len(labels):
+        return None
+    rows = probes.stratified_subset(labels.cpu().numpy(), wanted, seed)
+    return torch.as_tensor(rows, dtype=torch.long)
+
+
+def evaluate(model: nn.Module, dataset: datamod.Dataset, cfg: TrialConfig, out_dir: str | Path | None = None,
+             seed: int = 0) -> tuple[dict[str, float], list[Path]]:
+    """Every measurement ``cfg.eval`` asks for, and the figures (written to ``out_dir/<name>.png`` if given).
+
+    Returns ``(metrics, figure paths)``. Timings: ``time/eval_s`` in all, and ``time/eval/<part>_s`` per part
+    (probes time themselves as ``time/probe/<name>_s``).
+    """
+    ev = cfg.eval
+    started = time.perf_counter()
+    out: dict[str, float] = {}
+
+    def timed(part: str, fn, *args, **kwargs):
+        t0 = time.perf_counter()
+        result = fn(*args, **kwargs)
+        out[f"time/eval/{part}_s"] = time.perf_counter() - t0
+        return result
+
+    out.update(timed("reconstruction", metrics.reconstruction_metrics, model, dataset.test, ev.metrics))
+    if ev.probes or ev.clustering:
+        rows = _train_rows(dataset.train.labels, ev, dataset.num_classes, seed)
+        train_x = timed("embed", embed, model, dataset.train, ev, rows)
+        train_y = dataset.train.labels if rows is None else dataset.train.labels[rows.to(dataset.train.labels.device)]
+        test_x = embed(model, dataset.test, ev)
+        out.update(timed("probes", probes.run_probes, train_x, train_y, test_x, dataset.test.labels, ev,
+                         dataset.num_classes, seed))
+    if ev.generative:
+        out.update(timed("generative", generative.generative_metrics, model, dataset, cfg, seed=seed))
+    paths: list[Path] = []
+    if ev.figures and out_dir is not None:
+        paths = timed("figures", figmod.make_figures, model, dataset, ev.figures, out_dir,
+                      figmod.figure_title(cfg), prior=generative.prior_for_trial(cfg), seed=seed)
+    out["time/eval_s"] = time.perf_counter() - started
+    return out, paths
+
+
+def online_probe_metrics(model: nn.Module, dataset: datamod.Dataset, cfg: EvalConfig, seed: int = 0
+                         ) -> dict[str, float]:
+    """The cheap probe run every ``online_probe_every`` epochs: kNN / linear probe fitted on
+    ``online_probe_size`` train embeddings and scored on as many validation embeddings (``val/probe/...``),
+    so a scheduler can stop trials on latent quality, not only on reconstruction."""
+    generator = torch.Generator().manual_seed(seed)
+    n_train = min(cfg.online_probe_size, len(dataset.train))
+    n_val = min(cfg.online_probe_size, len(dataset.val))
+    train_rows = torch.randperm(len(dataset.train), generator=generator)[:n_train]
+    val_rows = torch.randperm(len(dataset.val), generator=generator)[:n_val]
+    train_x = embed(model, dataset.train, cfg, train_rows)
+    val_x = embed(model, dataset.val, cfg, val_rows)
+    label_device = dataset.train.labels.device
+    return probes.online_probe(train_x, dataset.train.labels[train_rows.to(label_device)], val_x,
+                               dataset.val.labels[val_rows.to(label_device)], num_classes=dataset.num_classes)

@@ -1,0 +1,546 @@
+"""The sweep service: SweepSpec -> Ray Tune Tuner; run, resume, status. The only module that knows Ray Tune.
+
+Path of a trial: the searcher (Optuna define-by-run for tpe/nsga2; an exhaustive or seeded-random enumeration of
+the spec for grid/random) resolves a TrialConfig; a plain function trainable opens the trial's MLflow child run
+in its own process, calls ``train.run_trial`` with ``report`` adapted to ``tune.report`` (+ a checkpoint per
+epoch), and ends the child run. The driver shows a live view and closes the runs of trials that a scheduler
+stopped or a crash left behind.
+
+Layout on disk: ``<storage>/<sweep name>/`` is Ray Tune's experiment directory (trial checkpoints, searcher
+state) plus ``aesweep.json`` (spec, tracking URI, parent run id): what ``resume`` and ``status`` read.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aesweep import tracking
+from aesweep.spec import (
+    Choice,
+    Distribution,
+    Grid,
+    IntRange,
+    LogUniform,
+    SweepSpec,
+    TrialConfig,
+    Uniform,
+    parse_spec,
+    replay,
+)
+
+DEFAULT_STORAGE = "aesweep-results"
+STATE_FILE = "aesweep.json"
+DONE = "aesweep/done"  # in a trial's last report: run_trial completed (finished or failed)
+FAILED = "aesweep/failed"
+
+# Metrics a trial reports once, at its end (logged even if a resumed run already holds that epoch).
+FINAL_PREFIXES = ("test/", "probe/", "cluster/", "gen/", "latent/", "best/", "time/eval", "time/probe",
+                  "time/cluster", "time/train_s", "time/total_s")
+
+SMOKE_OVERRIDES = {
+    "dataset.train_size": 300, "dataset.test_size": 100, "train.epochs": 1, "eval.gen_samples": 100,
+    "eval.label_efficiency": [], "eval.online_probe_size": 100,
+}
+
+
+def smoke_overrides(spec: SweepSpec) -> list[str]:
+    """--smoke: any spec shrunk to 1-2 trials of 1 epoch on a few hundred images (for tests and first tries)."""
+    out = []
+    for key, value in SMOKE_OVERRIDES.items():
+        if key in ("dataset.train_size", "dataset.test_size"):
+            current = getattr(spec.dataset, key.split(".")[1])
+            value = value if not isinstance(current, int) else min(current, value)
+        out.append(f"{key}={json.dumps(value)}")
+    out.append(f"search.num_samples={min(spec.search.num_samples, 2)}")
+    out.append("search.seeds=1")
+    return out
+
+
+# --------------------------------------------------------------------------------------------------------------
+# From the spec to trial configs
+
+
+def _optuna_choose(ot_trial: Any) -> Callable[[str, Distribution], Any]:
+    """A chooser backed by an Optuna trial: each distribution becomes an Optuna suggestion named by its path."""
+
+    def choose(path: str, dist: Distribution) -> Any:
+        if isinstance(dist, Choice | Grid):
+            options = dist.options
+            if all(o is None or isinstance(o, bool | int | float | str) for o in options):
+                return ot_trial.suggest_categorical(path, options)
+            # Optuna's categories must be plain values: index the others (priors, lists).
+            return options[ot_trial.suggest_categorical(path, list(range(len(options))))]
+        if isinstance(dist, Uniform):
+            return ot_trial.suggest_float(path, *dist.uniform)
+        if isinstance(dist, LogUniform):
+            return ot_trial.suggest_float(path, *dist.loguniform, log=True)
+        if isinstance(dist, IntRange):
+            return ot_trial.suggest_int(path, *dist.bounds, log=dist.log)
+        raise TypeError(f"unsupported distribution {dist!r}")
+
+    return choose
+
+
+def _random_choose(rng: random.Random) -> Callable[[str, Distribution], Any]:
+    def choose(path: str, dist: Distribution) -> Any:
+        if isinstance(dist, Choice | Grid):
+            return dist.options[rng.randrange(len(dist.options))]
+        if isinstance(dist, Uniform):
+            return rng.uniform(*dist.uniform)
+        if isinstance(dist, LogUniform):
+            lo, hi = dist.loguniform
+            return math.exp(rng.uniform(math.log(lo), math.log(hi)))
+        if isinstance(dist, IntRange):
+            lo, hi = dist.bounds
+            if dist.log:
+                return int(round(math.exp(rng.uniform(math.log(lo), math.log(hi + 0.999)) - 0.4999)))
+            return rng.randint(lo, hi)
+        raise TypeError(f"unsupported distribution {dist!r}")
+
+    return choose
+
+
+@functools.lru_cache(maxsize=4)
+def _spec_from_json(spec_json: str) -> SweepSpec:
+    return parse_spec(json.dumps(json.loads(spec_json)))
+
+
+def define_by_run(spec_json: str, ot_trial: Any) -> dict[str, Any]:
+    """OptunaSearch's define-by-run space: resolve the spec with Optuna suggestions. Conditional knobs are
+    suggested only for the variant drawn, because ``SweepSpec.resolve`` asks for them only then."""
+    trial = _spec_from_json(spec_json).resolve(_optuna_choose(ot_trial))
+    return {"trial": trial.model_dump(mode="json")}
+
+
+def trial_config(config: dict[str, Any]) -> TrialConfig:
+    """The TrialConfig a Ray Tune trial config stands for (any search algorithm)."""
+    ctx = config["aesweep"]
+    if "trial" in config:  # Optuna proposed it (define-by-run constants)
+        cfg = TrialConfig.model_validate(config["trial"])
+    else:
+        spec = _spec_from_json(ctx["spec"])
+        if "point" in config:  # grid
+            cfg = spec.resolve(replay(spec.grid()[config["point"]]))
+        else:  # random: a seeded draw per sample index
+            cfg = spec.resolve(_random_choose(random.Random(f"{spec.search.seed}:{config['sample']}")))
+    seed_index = int(config.get("seed_index", 0))
+    if seed_index:
+        cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"seed": cfg.train.seed + seed_index})})
+    return cfg
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The trainable (runs in a Ray worker process)
+
+_DATASETS: dict[str, Any] = {}
+
+
+def _dataset(cfg: TrialConfig) -> Any:
+    """The trial's dataset, cached per worker process: with actor reuse, the next trial skips the load."""
+    from aesweep import data as datamod
+
+    key = cfg.dataset.model_dump_json()
+    if key not in _DATASETS:
+        _DATASETS.clear()  # one dataset per worker: a sweep over datasets must not pile them up in memory
+        _DATASETS[key] = datamod.load_dataset(cfg.dataset)
+    return _DATASETS[key]
+
+
+def _finite_only(metrics: dict[str, Any]) -> dict[str, float]:
+    # A NaN must not reach the scheduler's cutoff or the searcher.
+    return {k: float(v) for k, v in metrics.items() if isinstance(v, int | float) and math.isfinite(v)}
+
+
+def trainable(config: dict[str, Any]) -> None:
+    """Ray Tune function trainable: one trial, its MLflow child run, a checkpoint per epoch."""
+    import ray
+    import torch
+    from ray import tune
+
+    from aesweep.train import pick_device, run_trial
+
+    ctx = config["aesweep"]
+    cfg = trial_config(config)
+    if ctx.get("cpu"):
+        torch.set_num_threads(max(1, int(ctx["cpu"])))
+    context = tune.get_context()
+    trial_id = context.get_trial_id()
+    node = ray.get_runtime_context().get_node_id()
+    run_name = f"{cfg.objective.variant}-z{cfg.model.latent_dim}-{trial_id.split('_')[-1]}"
+    run = tracking.TrialRun(ctx["uri"], ctx["parent_run_id"], trial_id, run_name,
+                            tags={"aesweep.node": node, "aesweep.device": str(pick_device(cfg.train.device))})
+    run.log_params(cfg.flat())
+    if not run.resumed:
+        run.log_text(cfg.to_yaml(), "spec/trial.yaml")
+
+    checkpoint = tune.get_checkpoint()
+    resume_dir = checkpoint.to_directory() if checkpoint is not None else None
+    workdir = Path(context.get_trial_dir()) / "work"
+
+    def report(metrics: dict[str, float], epoch: int, checkpoint_dir: Path | None) -> None:
+        final = {k: v for k, v in metrics.items() if k.startswith(FINAL_PREFIXES)}
+        run.log_epoch({k: v for k, v in metrics.items() if k not in final}, epoch)
+        if final:
+            run.log_metrics(final, epoch)
+            for path in result_artifacts(workdir):
+                run.log_artifact(path, path.parent.name)
+            run.end("FINISHED")
+        payload = _finite_only(metrics)
+        payload["epoch"] = epoch
+        if final:
+            payload[DONE] = 1.0
+        tune.report(payload, checkpoint=tune.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir
+                    else None)
+
+    result = run_trial(cfg, report, resume_dir, workdir=workdir, dataset=_dataset(cfg))
+    if result.status == "failed":
+        run.end("FAILED", result.reason)
+        # A result, not an exception: Ray must not retry a NaN (it would NaN again); no metric, so neither the
+        # scheduler's cutoff nor the searcher sees a number from it.
+        tune.report({FAILED: 1.0, DONE: 1.0, "aesweep/reason": result.reason or "failed"})
+
+
+def result_artifacts(workdir: Path) -> list[Path]:
+    """The files a finished trial logs: figures/*.png and model/state_dict.pt."""
+    return sorted((workdir / "figures").glob("*.png")) + [p for p in [workdir / "model" / "state_dict.pt"]
+                                                           if p.exists()]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The driver
+
+
+@dataclass
+class SweepState:
+    """What ``resume`` and ``status`` need, stored next to Ray Tune's experiment state."""
+
+    name: str
+    spec_json: str
+    spec_file: str
+    uri: str
+    parent_run_id: str
+    experiment_path: str
+    cpu: float = 1.0
+
+    def save(self) -> None:
+        path = Path(self.experiment_path) / STATE_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.__dict__, indent=2))
+
+    @classmethod
+    def load(cls, name_or_path: str, storage: str | None = None) -> SweepState:
+        candidates = [Path(name_or_path), Path(storage or DEFAULT_STORAGE) / name_or_path]
+        for candidate in candidates:
+            if (candidate / STATE_FILE).exists():
+                return cls(**json.loads((candidate / STATE_FILE).read_text()))
+        raise FileNotFoundError(f"{name_or_path}: no sweep there (looked for {' and '.join(str(c / STATE_FILE) for c in candidates)})")
+
+    @property
+    def spec(self) -> SweepSpec:
+        return _spec_from_json(self.spec_json)
+
+
+@dataclass
+class Outcome:
+    """How a sweep ended."""
+
+    state: SweepState
+    counts: dict[str, int]
+    best: dict[str, Any] | None
+    interrupted: bool
+    trials: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _init_ray(address: str | None) -> None:
+    import logging
+
+    import ray
+
+    # Tune's own loggers (CSV/JSON/TensorBoard per trial) cost time per report; MLflow is the record.
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("TUNE_RESULT_BUFFER_LENGTH", "1")
+    # A checkpoint per epoch with keep-1 forces a state snapshot each time: intended, so not worth a warning.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    # Results live in MLflow, so Tune's complaint that result.json is missing (its loggers are off) is noise;
+    # so are MLflow's INFO lines about creating its tables.
+    logging.getLogger("ray.tune").setLevel(logging.ERROR)
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS")
+    ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False,
+             configure_logging=True)
+
+
+def _search(spec: SweepSpec, max_points: int | None = None) -> tuple[Any, dict[str, Any], int]:
+    """(search_alg or None, param_space additions, num_samples) for the spec's algorithm."""
+    from ray import tune
+
+    s = spec.search
+    seeds = {"seed_index": tune.grid_search(list(range(s.seeds)))} if s.seeds > 1 else {}
+    if s.algorithm == "grid":
+        points = list(range(len(spec.grid())))[:max_points]
+        return None, {"point": tune.grid_search(points), **seeds}, 1
+    if s.algorithm == "random":
+        return None, {"sample": tune.grid_search(list(range(s.num_samples))), **seeds}, 1
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+
+    metrics, modes = list(s.metrics), list(s.metrics.values())
+    sampler = (optuna.samplers.NSGAIISampler(seed=s.seed) if s.algorithm == "nsga2"
+               else optuna.samplers.TPESampler(seed=s.seed))
+    searcher = OptunaSearch(
+        space=functools.partial(define_by_run, spec.model_dump_json(by_alias=True)),
+        metric=metrics if len(metrics) > 1 else metrics[0],
+        mode=modes if len(modes) > 1 else modes[0],
+        sampler=sampler,
+    )
+    return searcher, {}, s.num_samples
+
+
+def _scheduler(spec: SweepSpec) -> Any:
+    sch = spec.search.scheduler
+    if sch.name == "none":
+        return None
+    from ray.tune.schedulers import ASHAScheduler
+
+    metric = sch.metric or next(iter(spec.search.metrics))
+    mode = sch.mode or spec.search.metrics.get(metric, "min")
+    epochs = spec.train.epochs
+    max_t = max(epochs.options) if isinstance(epochs, Choice | Grid) else (
+        epochs.bounds[1] if isinstance(epochs, IntRange) else epochs)
+    return ASHAScheduler(time_attr="epoch", metric=metric, mode=mode, max_t=max_t,
+                         grace_period=sch.grace_period, reduction_factor=sch.reduction_factor)
+
+
+def _storage_root(spec: SweepSpec, storage: str | None) -> Path:
+    return Path(storage or spec.tracking.storage or DEFAULT_STORAGE).resolve()
+
+
+def run_sweep(spec: SweepSpec, *, address: str | None = None, storage: str | None = None,
+              tracking_uri: str | None = None, progress: Callable[[Any], Any] | None = None,
+              max_points: int | None = None) -> Outcome:
+    """Run a whole sweep; returns when every trial ended (or on Ctrl-C, with ``interrupted``).
+
+    max_points: run only the first points of a grid (``--smoke``)."""
+    from ray import tune
+
+    _init_ray(address)
+    uri = tracking.resolve_uri(spec.tracking.uri, tracking_uri)
+    root = _storage_root(spec, storage)
+    experiment_path = root / spec.name
+    if (experiment_path / STATE_FILE).exists():
+        raise FileExistsError(f"{experiment_path}: a sweep named {spec.name} already ran there; "
+                              f"`python -m aesweep resume {spec.name}` continues it, --name starts another")
+    spec_json = spec.model_dump_json(by_alias=True)
+    parent = tracking.start_parent(
+        uri, spec.tracking.experiment or spec.name, spec.name, _spec_yaml(spec),
+        {"aesweep.spec_file": Path(spec.source or "<spec>").name, "aesweep.spec_hash": spec.hash,
+         "aesweep.storage": str(experiment_path)})
+    state = SweepState(spec.name, spec_json, spec.source or "", uri, parent, str(experiment_path),
+                       spec.resources.cpu)
+    state.save()
+
+    search_alg, space, num_samples = _search(spec, max_points)
+    param_space = {"aesweep": {"spec": spec_json, "uri": uri, "parent_run_id": parent, "cpu": spec.resources.cpu},
+                   **space}
+    from ray.tune import CheckpointConfig, FailureConfig, RunConfig, TuneConfig
+
+    tuner = tune.Tuner(
+        tune.with_resources(trainable, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}),
+        param_space=param_space,
+        tune_config=TuneConfig(search_alg=search_alg, scheduler=_scheduler(spec), num_samples=num_samples,
+                               max_concurrent_trials=spec.search.max_concurrent, reuse_actors=True),
+        run_config=RunConfig(
+            name=spec.name, storage_path=str(root), verbose=0,
+            checkpoint_config=CheckpointConfig(num_to_keep=1),
+            failure_config=FailureConfig(max_failures=spec.search.max_failures),
+            callbacks=[_Driver(state, progress)],
+        ),
+    )
+    return _fit(tuner, state)
+
+
+def resume_sweep(name_or_path: str, *, storage: str | None = None, address: str | None = None,
+                 progress: Callable[[Any], Any] | None = None) -> Outcome:
+    """Continue an interrupted sweep: unfinished and errored trials resume from their checkpoints, each
+    re-attached to its MLflow child run; runs a crash left RUNNING are closed."""
+    from ray import tune
+
+    state = SweepState.load(name_or_path, storage)
+    _init_ray(address)
+    tracking.client(state.uri).update_run(state.parent_run_id, status="RUNNING")
+    spec = state.spec
+    tuner = tune.Tuner.restore(
+        state.experiment_path,
+        trainable=tune.with_resources(trainable, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}),
+        resume_unfinished=True, resume_errored=True,
+    )
+    # The restored run config keeps its callbacks list from the pickle; attach a fresh driver view.
+    tuner._local_tuner._run_config.callbacks = [_Driver(state, progress)]
+    return _fit(tuner, state)
+
+
+def _fit(tuner: Any, state: SweepState) -> Outcome:
+    interrupted = False
+    try:
+        results = tuner.fit()
+    except KeyboardInterrupt:
+        interrupted = True
+        results = None
+    if results is not None:
+        interrupted = interrupted or bool(getattr(results, "_interrupted", False))
+    # Whatever is still RUNNING now has no process behind it (stopped by a scheduler, or interrupted).
+    tracking.close_running_children(state.uri, state.parent_run_id, "KILLED")
+    tracking.set_status(state.uri, state.parent_run_id, "KILLED" if interrupted else "FINISHED")
+    trials = trial_table(state)
+    counts = _count(trials)
+    return Outcome(state, counts, best_trial(state, trials), interrupted, trials)
+
+
+def _spec_yaml(spec: SweepSpec) -> str:
+    import yaml
+
+    return yaml.safe_dump(spec.data, sort_keys=False)
+
+
+def _make_driver_class() -> type:
+    from ray.tune import Callback
+
+    class Driver(Callback):
+        """Driver-side bookkeeping: closes the child runs of trials a scheduler stopped, and feeds the view."""
+
+        def __init__(self, state: SweepState, progress: Callable[[Any], Any] | None):
+            self.state = state
+            self.progress = progress
+            self.started = time.time()
+
+        def _update(self, trials: list[Any]) -> None:
+            if self.progress is not None:
+                self.progress(live_view(self.state, trials, time.time() - self.started))
+
+        def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            self._update(trials)
+
+        def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+            self._update(trials)
+
+        def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            last = trial.last_result or {}
+            if not last.get(DONE):  # stopped by the scheduler before run_trial ended: pruned
+                self._close(trial.trial_id, "KILLED", None, pruned=True)
+            self._update(trials)
+
+        def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            reason = _error_text(trial)
+            self._close(trial.trial_id, "FAILED", reason)
+            self._update(trials)
+
+        def _close(self, trial_id: str, status: str, reason: str | None, pruned: bool = False) -> None:
+            for run in tracking.children(self.state.uri, self.state.parent_run_id):
+                if run.data.tags.get(tracking.TRIAL_TAG) == trial_id and run.info.status == "RUNNING":
+                    if pruned:
+                        tracking.client(self.state.uri).set_tag(run.info.run_id, "aesweep.pruned", "true")
+                    tracking.set_status(self.state.uri, run.info.run_id, status, reason)
+
+    return Driver
+
+
+def _Driver(state: SweepState, progress: Callable[[Any], Any] | None) -> Any:  # noqa: N802 - a class factory
+    return _make_driver_class()(state, progress)
+
+
+def _error_text(trial: Any) -> str:
+    for attr in ("error_msg",):
+        text = getattr(trial, attr, None)
+        if text:
+            return str(text).strip().splitlines()[-1][:2000]
+    path = getattr(trial, "error_file", None)
+    if path and os.path.exists(path):
+        return Path(path).read_text().strip().splitlines()[-1][:2000]
+    return "the trial raised an error (see Ray Tune's error.txt in the trial directory)"
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Views: live progress, status, summary
+
+
+def _count(trials: list[dict[str, Any]]) -> dict[str, int]:
+    counts = {"finished": 0, "running": 0, "pruned": 0, "failed": 0}
+    for t in trials:
+        counts[t["status"]] = counts.get(t["status"], 0) + 1
+    return counts
+
+
+def trial_table(state: SweepState) -> list[dict[str, Any]]:
+    """One row per trial from MLflow (works on a running sweep): id, status, the searched params, metrics."""
+    spec = state.spec
+    primary = next(iter(spec.search.metrics))
+    rows = []
+    for run in tracking.children(state.uri, state.parent_run_id):
+        tags, metrics, params = run.data.tags, run.data.metrics, run.data.params
+        status = {"FINISHED": "finished", "RUNNING": "running", "FAILED": "failed", "KILLED": "pruned"}.get(
+            run.info.status, run.info.status.lower())
+        if status == "pruned" and tags.get("aesweep.pruned") != "true":
+            status = "stopped"
+        rows.append({
+            "trial_id": tags.get(tracking.TRIAL_TAG, "?"), "status": status, "run_id": run.info.run_id,
+            "variant": params.get("objective.variant"), "latent_dim": params.get("model.latent_dim"),
+            "epochs": int(metrics.get("epoch", 0)), primary: metrics.get(primary),
+            "reason": tags.get(tracking.FAILURE_TAG), "params": params, "metrics": metrics,
+        })
+    return sorted(rows, key=lambda r: r["trial_id"])
+
+
+def best_trial(state: SweepState, trials: list[dict[str, Any]]) -> dict[str, Any] | None:
+    metric, mode = next(iter(state.spec.search.metrics.items()))
+    scored = [t for t in trials if t["metrics"].get(metric) is not None and t["status"] == "finished"]
+    if not scored:
+        return None
+    return (min if mode == "min" else max)(scored, key=lambda t: t["metrics"][metric])
+
+
+def live_view(state: SweepState, trials: list[Any], elapsed: float) -> dict[str, Any]:
+    """Counts from Ray's trial objects (cheap; no MLflow query) and the best reported value so far."""
+    metric, mode = next(iter(state.spec.search.metrics.items()))
+    counts = {"done": 0, "running": 0, "pending": 0, "pruned": 0, "failed": 0}
+    best = None
+    for t in trials:
+        last = t.last_result or {}
+        if t.status == "RUNNING":
+            counts["running"] += 1
+        elif t.status == "PENDING":
+            counts["pending"] += 1
+        elif t.status == "ERROR" or last.get(FAILED):
+            counts["failed"] += 1
+        elif t.status == "TERMINATED" and not last.get(DONE):
+            counts["pruned"] += 1
+        elif t.status == "TERMINATED":
+            counts["done"] += 1
+        value = last.get(metric)
+        if value is not None and (best is None or (value < best[0] if mode == "min" else value > best[0])):
+            best = (value, t.trial_id, t.config)
+    return {"counts": counts, "elapsed": elapsed, "metric": metric, "best": best, "total": len(trials)}
+
+
+def describe_config(config: dict[str, Any] | None) -> str:
+    """A short label of a trial's config for the live view: variant, latent size and searched knobs."""
+    if not config or "aesweep" not in config:
+        return "?"
+    try:
+        cfg = trial_config(config)
+    except Exception:  # a view must never break the sweep
+        return "?"
+    o = cfg.objective
+    knobs = ", ".join(f"{k}={getattr(o, k):.3g}" for k in ("beta", "sparsity", "noise_sigma", "temperature")
+                      if isinstance(getattr(o, k), float))
+    return f"{o.variant}, latent {cfg.model.latent_dim}" + (f", {knobs}" if knobs else "")

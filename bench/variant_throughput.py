@@ -1,0 +1,68 @@
+"""Training throughput of every variant: images/second of aesweep's training step.
+
+What it measures: the conv backbone (width 1: the six-block 64..256-channel AE of the CIFAR-10 study) at batch 128
+on 28x28x1 images (real Fashion-MNIST when the Debian files are present, else generated shapes), timed over
+--steps optimiser steps after --warmup steps, with the same step the training loop runs (augmentation, corruption,
+forward, every loss term, backward, Adam). Two-view variants (contrastive, supcon) run two forward passes per
+image, so about half the throughput is expected of them.
+
+    python bench/variant_throughput.py [--steps 5] [--warmup 2] [--batch 128] [--threads N]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import torch
+
+from aesweep import data as datamod
+from aesweep import variants
+from aesweep.spec import DatasetConfig, parse_spec
+from aesweep.train import _optimizer, _Stepper, build
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--width", type=float, default=1.0)
+    p.add_argument("--threads", type=int, default=os.cpu_count())
+    p.add_argument("--variants", nargs="*", default=[v.name for v in variants.PRESETS])
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+
+    name = "fashion_mnist" if os.path.isdir("/usr/share/datasets/fashion-mnist") else "shapes"
+    n = args.batch * (args.steps + args.warmup)
+    dataset = datamod.load_dataset(DatasetConfig(name=name, train_size=n, test_size=args.batch, val_fraction=0.0))
+    print(f"# dataset {name} 28x28x1, conv width {args.width}, batch {args.batch}, {args.threads} threads, "
+          f"torch {torch.__version__}, {args.steps} timed steps after {args.warmup} warm-up")
+    print("| variant | parameters | images/s | s/step |")
+    print("|---|---:|---:|---:|")
+    for variant in args.variants:
+        trial = parse_spec(
+            f"name: bench\ndataset: {{name: {name}}}\nobjective: {{variant: '{variant}'}}\n"
+            f"model: {{backbone: conv, width: {args.width}, latent_dim: 32}}\ntrain: {{batch_size: {args.batch}}}\n"
+        ).resolve()
+        model, objective = build(trial, dataset)
+        optimizer = _optimizer(trial, model, torch.device("cpu"))
+        step = _Stepper(trial, model, objective, dataset.flip_ok)
+        generator = torch.Generator().manual_seed(0)
+        model.train()
+        batches = list(datamod.iterate_batches(dataset.train, args.batch, shuffle=False))
+        for i, batch in enumerate(batches):
+            if i == args.warmup:
+                start = time.perf_counter()
+            total, _, _ = step(batch.images, batch.labels, generator)
+            optimizer.zero_grad(set_to_none=True)
+            total.backward()
+            optimizer.step()
+        seconds = time.perf_counter() - start
+        params = sum(p.numel() for p in model.parameters())
+        print(f"| {variant} | {params / 1e6:.2f} M | {args.steps * args.batch / seconds:.0f} | "
+              f"{seconds / args.steps:.2f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -5,6 +5,7 @@ and exits 2 before anything starts (no Ray, no MLflow, no files written).
 """
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -267,6 +268,8 @@ def run(
         from aesweep.sweep import smoke_overrides
 
         spec = load_or_exit(spec_file, overrides + smoke_overrides(spec))
+    if not (address or os.environ.get("RAY_ADDRESS")):
+        _check_data_or_exit(spec)
     from aesweep import sweep
 
     try:
@@ -310,6 +313,18 @@ def status(
         raise typer.Exit(EXIT_BAD_INPUT) from None
     trials = sweep.trial_table(state)
     _summary(sweep.Outcome(state, sweep._count(trials), sweep.best_trial(state, trials), False, trials))
+
+
+def _check_data_or_exit(spec: SweepSpec) -> None:
+    """Locally, a missing or corrupt dataset is one line and exit 2 before Ray starts (on a cluster the
+    workers, not this machine, hold the data)."""
+    from aesweep import data as datamod
+
+    try:
+        datamod.load_dataset(spec.resolve().dataset)
+    except datamod.DataError as err:
+        errors.print(f"{spec.source}: dataset: {err}", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
 
 
 def _finish(outcome) -> None:

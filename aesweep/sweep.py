@@ -16,6 +16,8 @@ import json
 import math
 import os
 import random
+import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -165,7 +167,7 @@ def trainable(config: dict[str, Any]) -> None:
     import torch
     from ray import tune
 
-    from aesweep.train import pick_device, run_trial
+    from aesweep.train import load_checkpoint, pick_device, run_trial
 
     ctx = config["aesweep"]
     cfg = trial_config(config)
@@ -175,14 +177,19 @@ def trainable(config: dict[str, Any]) -> None:
     trial_id = context.get_trial_id()
     node = ray.get_runtime_context().get_node_id()
     run_name = f"{cfg.objective.variant}-z{cfg.model.latent_dim}-{trial_id.split('_')[-1]}"
-    run = tracking.TrialRun(ctx["uri"], ctx["parent_run_id"], trial_id, run_name,
-                            tags={"aesweep.node": node, "aesweep.device": str(pick_device(cfg.train.device))})
+    checkpoint = tune.get_checkpoint()
+    resume_dir = checkpoint.to_directory() if checkpoint is not None else None
+    # Where this attempt runs (a retry after a worker or node died gets new values): node, process, and the
+    # epoch of the checkpoint it continues from.
+    tags = {"aesweep.node": node, "aesweep.device": str(pick_device(cfg.train.device)),
+            "aesweep.pid": str(os.getpid())}
+    if resume_dir is not None:
+        tags["aesweep.resumed_from_epoch"] = str(int(load_checkpoint(resume_dir)["epoch"]))
+    run = tracking.TrialRun(ctx["uri"], ctx["parent_run_id"], trial_id, run_name, tags=tags)
     run.log_params(cfg.flat())
     if not run.resumed:
         run.log_text(cfg.to_yaml(), "spec/trial.yaml")
 
-    checkpoint = tune.get_checkpoint()
-    resume_dir = checkpoint.to_directory() if checkpoint is not None else None
     workdir = Path(context.get_trial_dir()) / "work"
 
     def report(metrics: dict[str, float], epoch: int, checkpoint_dir: Path | None) -> None:
@@ -200,12 +207,20 @@ def trainable(config: dict[str, Any]) -> None:
         tune.report(payload, checkpoint=tune.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir
                     else None)
 
-    result = run_trial(cfg, report, resume_dir, workdir=workdir, dataset=_dataset(cfg))
-    if result.status == "failed":
-        run.end("FAILED", result.reason)
+    try:
+        result = run_trial(cfg, report, resume_dir, workdir=workdir, dataset=_dataset(cfg))
+        reason = result.reason if result.status == "failed" else None
+    except Exception as err:
+        if type(err).__module__.split(".")[0] == "ray":
+            raise  # Tune's own control flow (a stop, a lost actor): not the trial's failure
+        # An error in the trial's own code or data is deterministic: retrying it would only fail again.
+        # FailureConfig(max_failures) stays for what it is for: a process or node that died.
+        reason = f"{type(err).__name__}: {err}"
+    if reason is not None:
+        run.end("FAILED", reason)
         # A result, not an exception: Ray must not retry a NaN (it would NaN again); no metric, so neither the
         # scheduler's cutoff nor the searcher sees a number from it.
-        tune.report({FAILED: 1.0, DONE: 1.0, "aesweep/reason": result.reason or "failed"})
+        tune.report({FAILED: 1.0, DONE: 1.0, "aesweep/reason": reason})
 
 
 def result_artifacts(workdir: Path) -> list[Path]:
@@ -392,19 +407,54 @@ def resume_sweep(name_or_path: str, *, storage: str | None = None, address: str 
 
 def _fit(tuner: Any, state: SweepState) -> Outcome:
     interrupted = False
-    try:
-        results = tuner.fit()
-    except KeyboardInterrupt:
-        interrupted = True
-        results = None
-    if results is not None:
-        interrupted = interrupted or bool(getattr(results, "_interrupted", False))
+    with _SigintWatch() as sigint:
+        try:
+            tuner.fit()
+        except KeyboardInterrupt:  # a second Ctrl-C while Tune was saving its state
+            interrupted = True
+    interrupted = interrupted or sigint.received
     # Whatever is still RUNNING now has no process behind it (stopped by a scheduler, or interrupted).
     tracking.close_running_children(state.uri, state.parent_run_id, "KILLED")
     tracking.set_status(state.uri, state.parent_run_id, "KILLED" if interrupted else "FINISHED")
     trials = trial_table(state)
     counts = _count(trials)
     return Outcome(state, counts, best_trial(state, trials), interrupted, trials)
+
+
+class _SigintWatch:
+    """Tells whether ``Tuner.fit`` ended because of Ctrl-C (SIGINT).
+
+    On the first SIGINT Tune does not raise: it stops the trials, saves the experiment state and returns like a
+    finished run (no flag on its ResultGrid). What it does do is put back the SIGINT handler that was installed
+    when ``fit`` started (and it leaves its own in place after a normal end). So: install a marker handler before
+    ``fit``; if the marker is the handler afterwards, Tune was interrupted. The original handler is restored
+    either way, and the marker itself behaves like the original (a second Ctrl-C raises KeyboardInterrupt).
+    Only the main thread can own signal handlers; elsewhere (a sweep run from a thread) nothing is watched.
+    """
+
+    def __init__(self) -> None:
+        self.received = False
+        self.original: Any = None
+        self.active = False
+
+    def _marker(self, signum: int, frame: Any) -> None:
+        handler = self.original
+        if callable(handler):
+            handler(signum, frame)
+        elif handler != signal.SIG_IGN:
+            raise KeyboardInterrupt
+
+    def __enter__(self) -> _SigintWatch:
+        self.active = threading.current_thread() is threading.main_thread()
+        if self.active:
+            self.original = signal.getsignal(signal.SIGINT)
+            signal.signal(signal.SIGINT, self._marker)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.active:
+            self.received = signal.getsignal(signal.SIGINT) == self._marker
+            signal.signal(signal.SIGINT, self.original if self.original is not None else signal.default_int_handler)
 
 
 def _spec_yaml(spec: SweepSpec) -> str:

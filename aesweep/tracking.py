@@ -4,8 +4,10 @@ Conventions (the contract that ``report`` and the MLflow UI rely on):
 - experiment = the sweep's ``tracking.experiment`` or its name;
 - parent run: tags ``aesweep.sweep`` (name), ``aesweep.spec_file``, ``aesweep.spec_hash``, ``aesweep.version``,
   ``aesweep.git_sha`` (when available), ``aesweep.storage``; the spec as artifact ``spec/sweep.yaml``;
-- child run per trial: ``mlflow.parentRunId``, ``aesweep.trial_id``, ``aesweep.node`` (Ray node id); params = the
-  trial config flattened with dots; per-epoch metrics with step = epoch; final metrics; artifacts
+- child run per trial: ``mlflow.parentRunId``, ``aesweep.trial_id``, ``aesweep.node`` (Ray node id),
+  ``aesweep.pid`` (the trial's process) and, after a retry or resume from a checkpoint,
+  ``aesweep.resumed_from_epoch`` (these three describe the latest attempt); params = the trial config flattened
+  with dots; per-epoch metrics with step = epoch; final metrics; artifacts
   ``figures/*.png``, ``model/state_dict.pt``, ``spec/trial.yaml``. A retried or resumed trial re-attaches to its
   child run (found by its trial id) and skips epochs already logged, so nothing is duplicated.
 - runs end FINISHED, FAILED (reason in tag ``aesweep.failure``) or KILLED (pruned by the scheduler, or stopped).

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
@@ -47,6 +47,12 @@ def _root(
     = False,
 ) -> None:
     """aesweep: compare autoencoders with one YAML file and one command."""
+
+
+def _fail(message: str) -> NoReturn:
+    """Bad input: one line on stderr, exit 2."""
+    errors.print(message, markup=False, highlight=False, soft_wrap=True)
+    raise typer.Exit(EXIT_BAD_INPUT)
 
 
 def load_or_exit(path: Path, overrides: list[str] | None = None) -> SweepSpec:
@@ -156,8 +162,7 @@ def train_one(
         try:
             result = train.run_trial(trial, report, resume_from, workdir=out, on_batch=on_batch)
         except datamod.DataError as err:
-            errors.print(str(err), markup=False, highlight=False, soft_wrap=True)
-            raise typer.Exit(EXIT_BAD_INPUT) from None
+            _fail(str(err))
 
     if result.status == "failed":
         errors.print(f"trial failed: {result.reason}", markup=False, highlight=False)
@@ -276,8 +281,7 @@ def run(
         outcome = _run_live(sweep.run_sweep, spec, address=address, storage=storage, tracking_uri=tracking_uri,
                             max_points=2 if smoke else None)
     except FileExistsError as err:
-        errors.print(str(err), markup=False, highlight=False, soft_wrap=True)
-        raise typer.Exit(EXIT_BAD_INPUT) from None
+        _fail(str(err))
     _finish(outcome)
 
 
@@ -293,8 +297,7 @@ def resume(
     try:
         outcome = _run_live(sweep.resume_sweep, name_or_path, storage=storage, address=address)
     except FileNotFoundError as err:
-        errors.print(str(err), markup=False, highlight=False, soft_wrap=True)
-        raise typer.Exit(EXIT_BAD_INPUT) from None
+        _fail(str(err))
     _finish(outcome)
 
 
@@ -309,8 +312,7 @@ def status(
     try:
         state = sweep.SweepState.load(name_or_path, storage)
     except FileNotFoundError as err:
-        errors.print(str(err), markup=False, highlight=False, soft_wrap=True)
-        raise typer.Exit(EXIT_BAD_INPUT) from None
+        _fail(str(err))
     trials = sweep.trial_table(state)
     _summary(sweep.Outcome(state, sweep._count(trials), sweep.best_trial(state, trials), False, trials))
 
@@ -323,8 +325,7 @@ def _check_data_or_exit(spec: SweepSpec) -> None:
     try:
         datamod.load_dataset(spec.resolve().dataset)
     except datamod.DataError as err:
-        errors.print(f"{spec.source}: dataset: {err}", markup=False, highlight=False, soft_wrap=True)
-        raise typer.Exit(EXIT_BAD_INPUT) from None
+        _fail(f"{spec.source}: dataset: {err}")
 
 
 def _finish(outcome) -> None:

@@ -35,6 +35,13 @@ SetOption = Annotated[
 ]
 
 
+StageOption = Annotated[
+    list[str] | None,
+    typer.Option("--stage", help="Apply a stage of the spec (its `stages:` section), e.g. --stage search. "
+                 "Repeatable; the sweep is named <name>-<stage>."),
+]
+
+
 def _version(value: bool) -> None:
     if value:
         console.print(f"aesweep {__version__}")
@@ -55,10 +62,10 @@ def _fail(message: str) -> NoReturn:
     raise typer.Exit(EXIT_BAD_INPUT)
 
 
-def load_or_exit(path: Path, overrides: list[str] | None = None) -> SweepSpec:
+def load_or_exit(path: Path, overrides: list[str] | None = None, stages: list[str] | None = None) -> SweepSpec:
     """Load a spec or print its problems and exit 2."""
     try:
-        return load_spec(path, overrides or [])
+        return load_spec(path, overrides or [], stages or [])
     except SpecError as err:
         for problem in err.problems:
             errors.print(str(problem), markup=False, highlight=False, soft_wrap=True)
@@ -69,23 +76,35 @@ def load_or_exit(path: Path, overrides: list[str] | None = None) -> SweepSpec:
 def validate(
     files: Annotated[list[Path], typer.Argument(help="Sweep spec files (YAML).")],
     set_: SetOption = None,
+    stage: StageOption = None,
 ) -> None:
-    """Check sweep files without running anything: exit 0 if all are valid, 2 otherwise."""
+    """Check sweep files without running anything (each file as written, and each of its stages): exit 0 if all
+    are valid, 2 otherwise."""
     bad = 0
     for path in files:
         try:
-            spec = load_spec(path, set_ or [])
+            spec = load_spec(path, set_ or [], stage or [])
         except SpecError as err:
             bad += 1
             for problem in err.problems:
                 errors.print(str(problem), markup=False, highlight=False, soft_wrap=True)
             continue
-        searched = spec.parameters()
-        console.print(
-            f"{path}: ok ({spec.name}: {len(searched)} searched parameter(s), "
-            f"algorithm {spec.search.algorithm}, {_trial_count(spec)})",
-            markup=False, highlight=False, soft_wrap=True,
-        )
+        checks = [([], spec)]
+        if not stage:  # every stage of the file must stay valid, not only the one run last
+            for name in spec.stages:
+                try:
+                    checks.append(([name], load_spec(path, set_ or [], [name])))
+                except SpecError as err:
+                    bad += 1
+                    for problem in err.problems:
+                        errors.print(str(problem), markup=False, highlight=False, soft_wrap=True)
+        for stages, checked in checks:
+            label = f"{path} --stage {' --stage '.join(stages)}" if stages else str(path)
+            console.print(
+                f"{label}: ok ({checked.name}: {len(checked.parameters())} searched parameter(s), "
+                f"algorithm {checked.search.algorithm}, {_trial_count(checked)})",
+                markup=False, highlight=False, soft_wrap=True,
+            )
     if bad:
         raise typer.Exit(EXIT_BAD_INPUT)
 
@@ -116,13 +135,14 @@ def list_registered() -> None:
 def train_one(
     spec_file: Annotated[Path, typer.Argument(metavar="SPEC", help="Sweep spec file (YAML).")],
     set_: SetOption = None,
+    stage: StageOption = None,
     out: Annotated[Path | None, typer.Option(help="Where to write the checkpoint and the resolved trial.yaml.")]
     = None,
     resume: Annotated[bool, typer.Option(help="Continue from the checkpoint in --out if there is one.")] = False,
 ) -> None:
     """Run one trial of a spec without Ray (distributions take their first/low value unless --set), printing
     each epoch's metrics and the final ones: the way to debug a spec before sweeping it."""
-    spec = load_or_exit(spec_file, set_)
+    spec = load_or_exit(spec_file, set_, stage)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from aesweep import data as datamod
@@ -253,6 +273,7 @@ def _run_live(fn, *args, **kwargs):
 def run(
     spec_file: Annotated[Path, typer.Argument(metavar="SPEC", help="Sweep spec file (YAML).")],
     set_: SetOption = None,
+    stage: StageOption = None,
     name: Annotated[str | None, typer.Option(help="Sweep name (default: the spec's name).")] = None,
     address: Annotated[str | None, typer.Option(help="Ray cluster address (default: RAY_ADDRESS, else local).")]
     = None,
@@ -268,11 +289,11 @@ def run(
         overrides.append(f"name={name}")
     if num_samples:
         overrides.append(f"search.num_samples={num_samples}")
-    spec = load_or_exit(spec_file, overrides)  # validate before anything starts
+    spec = load_or_exit(spec_file, overrides, stage)  # validate before anything starts
     if smoke:
         from aesweep.sweep import smoke_overrides
 
-        spec = load_or_exit(spec_file, overrides + smoke_overrides(spec))
+        spec = load_or_exit(spec_file, overrides + smoke_overrides(spec), stage)
     if not (address or os.environ.get("RAY_ADDRESS")):
         _check_data_or_exit(spec)
     from aesweep import sweep
@@ -315,6 +336,92 @@ def status(
         _fail(str(err))
     trials = sweep.trial_table(state)
     _summary(sweep.Outcome(state, sweep._count(trials), sweep.best_trial(state, trials), False, trials))
+
+
+@app.command()
+def report(
+    name_or_path: Annotated[str, typer.Argument(help="Sweep name (under --storage, or in MLflow) or its directory.")],
+    out: Annotated[Path | None, typer.Option(help="Output folder (default reports/NAME).")] = None,
+    storage: Annotated[str | None, typer.Option(help="Ray Tune storage path (default ./aesweep-results).")] = None,
+    tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI (default: the sweep's).")] = None,
+    log: Annotated[bool, typer.Option(help="Also log the files on the sweep's parent run (report/).")] = True,
+) -> None:
+    """Tables (CSV, Markdown), plots, Pareto front and parameter importance of a finished or running sweep,
+    from MLflow; starts no Ray."""
+    from aesweep import report as rep
+
+    try:
+        uri, parent, spec = rep.locate(name_or_path, storage, tracking_uri)
+        record = rep.load_record(uri, parent, spec)
+    except FileNotFoundError as err:
+        _fail(str(err))
+    except SpecError as err:
+        _fail(f"{name_or_path}: the sweep's stored spec does not validate: {err.problems[0]}")
+    target = out or Path("reports") / record.name
+    command = "python -m aesweep report " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["report"] else None
+    made = rep.make_report(record, target, log=log, command=command)
+    counts = record.frame["status"].value_counts().to_dict()
+    console.print(f"{record.name}: {len(record.frame)} trial(s) ("
+                  + ", ".join(f"{n} {s}" for s, n in counts.items()) + f"); {len(made.files)} file(s) in {target}"
+                  + (" and on the parent run under report/" if log else ""), highlight=False, soft_wrap=True)
+    for metric, row in made.best.items():
+        console.print(f"best {metric}: {row[metric]:.5g} (trial {row['trial_id']}, "
+                      f"{rep._config_text(row, record)})", highlight=False, soft_wrap=True)
+    console.print(f"read first: {target / 'summary.md'}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+def evaluate(
+    name_or_path: Annotated[str, typer.Argument(help="Sweep name (under --storage, or in MLflow) or its directory.")],
+    set_: SetOption = None,
+    storage: Annotated[str | None, typer.Option(help="Ray Tune storage path (default ./aesweep-results).")] = None,
+    tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI (default: the sweep's).")] = None,
+    address: Annotated[str | None, typer.Option(help="Ray cluster address (default: RAY_ADDRESS, else local).")]
+    = None,
+) -> None:
+    """Eval-only sweep: re-run evaluation (e.g. `--set 'eval.probes=[random_forest]'`) on every finished trial's
+    stored weights, without retraining; new metrics and figures go into the same MLflow child runs."""
+    from aesweep import report as rep
+    from aesweep import sweep
+
+    overrides = list(set_ or [])
+    if problem := sweep.check_eval_overrides(overrides):
+        _fail(f"{name_or_path}: {problem}")
+    try:
+        uri, parent, spec = rep.locate(name_or_path, storage, tracking_uri)
+        record = rep.load_record(uri, parent, spec)
+    except FileNotFoundError as err:
+        _fail(str(err))
+    # The overrides must make a valid spec (same messages as `run --set`) before any trial is touched.
+    import yaml
+
+    from aesweep.spec import parse_spec
+
+    try:
+        parse_spec(yaml.safe_dump(record.spec.data, sort_keys=False), record.spec.source or name_or_path,
+                   overrides)
+    except SpecError as err:
+        for problem in err.problems:
+            errors.print(str(problem), markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+
+    def show(view: dict) -> None:
+        console.print(f"evaluated {view['done']}/{view['total']} ({view['running']} running, {view['failed']} "
+                      f"failed) | {view['elapsed']:.0f} s", highlight=False)
+
+    results = sweep.evaluate_sweep(uri, parent, record.spec, overrides, address=address, progress=show)
+    if not results:
+        console.print(f"{record.name}: no finished trial to evaluate", highlight=False)
+        return
+    failed = [r for r in results if r["status"] == "failed"]
+    new = sorted({k for r in results if r["status"] == "ok" for k in r["metrics"]} - set(record.metric_columns))
+    console.print(f"{record.name}: re-evaluated {len(results) - len(failed)} of {len(results)} trial(s) into their "
+                  f"MLflow runs" + (f"; new metrics: {', '.join(new[:12])}{' ...' if len(new) > 12 else ''}"
+                                    if new else ""), highlight=False, soft_wrap=True)
+    for r in failed:
+        console.print(f"failed: run {r['run_id']}: {r['reason']}", highlight=False, soft_wrap=True)
+    if failed:
+        raise typer.Exit(1)
 
 
 def _check_data_or_exit(spec: SweepSpec) -> None:

@@ -24,9 +24,11 @@ from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
-import torchvision
 
 from aesweep.registry import DATASETS
+
+# torchvision is imported inside the loaders that read its files: importing it pulls in torchvision.models and
+# torch._dynamo (~1.5 s of a Ray worker's start-up on 2 cores), which a shapes sweep never needs.
 
 if TYPE_CHECKING:
     from aesweep.spec import DatasetConfig
@@ -182,14 +184,25 @@ def load_dataset(cfg: DatasetConfig, device: torch.device | str | None = None) -
     source: Source = DATASETS.get(cfg.name)(cfg)
     order = _order(len(source.train), cfg.train_size, _generator(cfg.seed, "train"), f"{cfg.name}: train_size")
     test_rows = _order(len(source.test), cfg.test_size, _generator(cfg.seed, "test"), f"{cfg.name}: test_size")
-    n_val = int(cfg.val_fraction * len(order) + 0.5)
-    if cfg.val_fraction > 0:
-        n_val = max(n_val, 1)  # an empty validation split would break every val/ metric downstream
-    if n_val >= len(order):
-        raise DataError(f"{cfg.name}: val_fraction {cfg.val_fraction} of {len(order)} train images leaves "
-                        "none to train on")
-    train = source.train[order[n_val:].sort().values]
-    val = source.train[order[:n_val].sort().values]
+    if cfg.folds is not None:
+        # k-fold: fold i is the i-th of k near-equal slices of the seeded permutation; the folds of one seed
+        # partition the train subset, so the k trials of a cross-validation see every image validated once.
+        if len(order) < cfg.folds:
+            raise DataError(f"{cfg.name}: {cfg.folds} folds need at least {cfg.folds} train images, got {len(order)}")
+        bounds = [len(order) * i // cfg.folds for i in range(cfg.folds + 1)]
+        held = torch.zeros(len(order), dtype=torch.bool)
+        held[bounds[cfg.fold]:bounds[cfg.fold + 1]] = True
+        val_rows, train_rows = order[held], order[~held]
+    else:
+        n_val = int(cfg.val_fraction * len(order) + 0.5)
+        if cfg.val_fraction > 0:
+            n_val = max(n_val, 1)  # an empty validation split would break every val/ metric downstream
+        if n_val >= len(order):
+            raise DataError(f"{cfg.name}: val_fraction {cfg.val_fraction} of {len(order)} train images leaves "
+                            "none to train on")
+        val_rows, train_rows = order[:n_val], order[n_val:]
+    train = source.train[train_rows.sort().values]
+    val = source.train[val_rows.sort().values]
     test = source.test[test_rows.sort().values]
     dataset = Dataset(cfg.name, train, val, test, tuple(source.class_names), source.flip_ok,
                       tuple(source.factor_names))
@@ -265,6 +278,8 @@ def _download(name: str, root: Path, missing: list[Path], fetch: Callable[[Path]
 def _fetch(cls: type, folder: Path) -> None:
     """torchvision's own download (mirrors, archive md5, extraction) into ``folder``, without the constructor: it
     would also load a split and turn a corrupt file into a generic error before ``_download`` can name it."""
+    import torchvision
+
     dataset = cls.__new__(cls)
     torchvision.datasets.VisionDataset.__init__(dataset, str(folder))
     dataset.download()
@@ -286,6 +301,8 @@ def _construct(name: str, make: Callable[[], object], where: Path):
 @DATASETS.register("cifar10")
 def cifar10(cfg: DatasetConfig) -> Source:
     """CIFAR-10: 50000 train / 10000 test RGB 32x32 images, 10 classes (torchvision files, md5-verified)."""
+    import torchvision
+
     cls, root = torchvision.datasets.CIFAR10, data_root(cfg)
     folder = root / cls.base_folder
     md5s = {folder / f: md5 for f, md5 in [*cls.train_list, *cls.test_list, (cls.meta["filename"], cls.meta["md5"])]}
@@ -383,12 +400,16 @@ def _idx_dataset(name: str, cls: type, cfg: DatasetConfig, flip_ok: bool, search
 @DATASETS.register("mnist")
 def mnist(cfg: DatasetConfig) -> Source:
     """MNIST digits: 60000 train / 10000 test grey 28x28 images, 10 classes (torchvision files, md5-verified)."""
+    import torchvision
+
     return _idx_dataset("mnist", torchvision.datasets.MNIST, cfg, flip_ok=False)  # a flipped 2 or 7 is no digit
 
 
 @DATASETS.register("fashion_mnist")
 def fashion_mnist(cfg: DatasetConfig) -> Source:
     """Fashion-MNIST: 60000 train / 10000 test grey 28x28 images, 10 classes (system copy or torchvision)."""
+    import torchvision
+
     return _idx_dataset("fashion_mnist", torchvision.datasets.FashionMNIST, cfg, flip_ok=True,
                         search_dirs=FASHION_MNIST_DIRS)
 

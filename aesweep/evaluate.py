@@ -45,7 +45,7 @@ def _train_rows(labels: Tensor, cfg: EvalConfig, num_classes: int, seed: int) ->
     """Which train rows the probes can use at most: every row a probe or a label-efficiency point reads.
 
     Embedding the whole of a 50k split costs a forward pass per image; probes read at most ``subsample`` rows
-    (or n labels per class for ``acc@n``), so only a seeded stratified subset that large is embedded.
+    (or n labels per class for ``acc_at_<n>``), so only a seeded stratified subset that large is embedded.
     """
     wanted = max([cfg.subsample or len(labels), cfg.slow_subsample or 0,
                   *(n * num_classes for n in cfg.label_efficiency)])
@@ -56,8 +56,10 @@ def _train_rows(labels: Tensor, cfg: EvalConfig, num_classes: int, seed: int) ->
 
 
 def evaluate(model: nn.Module, dataset: datamod.Dataset, cfg: TrialConfig, out_dir: str | Path | None = None,
-             seed: int = 0) -> tuple[dict[str, float], list[Path]]:
+             seed: int = 0, reconstruction: bool = True) -> tuple[dict[str, float], list[Path]]:
     """Every measurement ``cfg.eval`` asks for, and the figures (written to ``out_dir/<name>.png`` if given).
+    ``reconstruction=False`` leaves out the ``test/<metric>`` pass (``train.run_trial`` measures those in its
+    own pass over the test split, with the test loss).
 
     Returns ``(metrics, figure paths)``. Timings: ``time/eval_s`` in all, and ``time/eval/<part>_s`` per part
     (probes time themselves as ``time/probe/<name>_s``).
@@ -72,14 +74,17 @@ def evaluate(model: nn.Module, dataset: datamod.Dataset, cfg: TrialConfig, out_d
         out[f"time/eval/{part}_s"] = time.perf_counter() - t0
         return result
 
-    out.update(timed("reconstruction", metrics.reconstruction_metrics, model, dataset.test, ev.metrics))
+    if reconstruction:
+        out.update(timed("reconstruction", metrics.reconstruction_metrics, model, dataset.test, ev.metrics))
     if ev.probes or ev.clustering:
         rows = _train_rows(dataset.train.labels, ev, dataset.num_classes, seed)
         train_x = timed("embed", embed, model, dataset.train, ev, rows)
         train_y = dataset.train.labels if rows is None else dataset.train.labels[rows.to(dataset.train.labels.device)]
         test_x = embed(model, dataset.test, ev)
+        val_x = embed(model, dataset.val, ev) if ev.probe_splits and len(dataset.val) else None
         out.update(timed("probes", probes.run_probes, train_x, train_y, test_x, dataset.test.labels, ev,
-                         dataset.num_classes, seed))
+                         dataset.num_classes, seed, val_x=val_x,
+                         val_y=dataset.val.labels if val_x is not None else None))
     if ev.generative:
         out.update(timed("generative", generative.generative_metrics, model, dataset, cfg, seed=seed))
     paths: list[Path] = []

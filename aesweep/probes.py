@@ -5,7 +5,7 @@ Embeddings are computed once per evaluation; every probe here reuses them. Input
 integers in ``0..num_classes-1``. One entry point, ``run_probes``, returns a flat ``{metric name: float}`` dict whose
 names are the MLflow contract:
 
-    probe/<name>/acc, probe/<name>/f1 (macro), probe/<name>/acc/class_<k>, probe/<name>/acc@<n>, acc@all,
+    probe/<name>/acc, probe/<name>/f1 (macro), probe/<name>/acc/class_<k>, probe/<name>/acc_at_<n>, acc_at_all,
     probe/<name>/cv_mean, probe/<name>/cv_std (paper protocol), time/probe/<name>_s,
     time/probe/<name>/label_efficiency_s,
     cluster/<method>/ari, cluster/<method>/nmi, cluster/<method>/n_clusters, cluster/hdbscan/noise_frac,
@@ -631,20 +631,27 @@ class _Timer:
 
 
 def run_probes(train_x: ArrayLike, train_y: ArrayLike, test_x: ArrayLike, test_y: ArrayLike, cfg: EvalConfig,
-               num_classes: int, seed: int = 0) -> dict[str, float]:
+               num_classes: int, seed: int = 0, val_x: ArrayLike | None = None,
+               val_y: ArrayLike | None = None) -> dict[str, float]:
     """Every configured probe, label-efficiency curve and clusterer on one set of embeddings.
 
     ``train_x (N, D)``, ``train_y (N,)``, ``test_x (M, D)``, ``test_y (M,)``: tensors (any device) or numpy.
     Classifiers train on a stratified seeded subsample of at most ``cfg.subsample`` rows (``cfg.slow_subsample``
-    for random_forest and mlp) and are scored on all test rows. ``acc@<n>`` retrains the same classifier (paper:
+    for random_forest and mlp) and are scored on all test rows. ``acc_at_<n>`` retrains the same classifier (paper:
     the selected pipeline) on exactly min(n, count) rows of every class, drawn from all training rows, so the
-    row bounds do not apply to those points; ``acc@all`` is ``acc``. Clusterers cluster the test rows
+    row bounds do not apply to those points; ``acc_at_all`` is ``acc``. Clusterers cluster the test rows
     (at most ``cfg.cluster_subsample`` of them for gmm and hdbscan) into ``num_classes`` clusters.
     Each probe's wall time (fit + predict, GPU work included) is ``time/probe/<name>_s``, its curve's
-    ``time/probe/<name>/label_efficiency_s``; each clusterer's ``time/cluster/<method>_s``."""
+    ``time/probe/<name>/label_efficiency_s``; each clusterer's ``time/cluster/<method>_s``.
+    With ``cfg.probe_splits`` (fast protocol) and ``val_x (V, D)`` / ``val_y (V,)``, each classifier also scores
+    the rows it was fitted on (``probe/<name>/train_acc``) and the validation rows (``probe/<name>/val_acc``),
+    from the same fit: one prediction over the three row sets."""
     xtr = _tensor(train_x)
     xte = _tensor(test_x, xtr.device)
     ytr, yte = _labels(train_y), _labels(test_y)
+    splits = cfg.probe_splits and cfg.protocol == "fast" and val_x is not None and val_y is not None
+    xval = _tensor(val_x, xtr.device) if splits else None
+    yval = _labels(val_y) if splits else None
     out: dict[str, float] = {}
 
     for name in cfg.probes:
@@ -655,6 +662,14 @@ def run_probes(train_x: ArrayLike, train_y: ArrayLike, test_x: ArrayLike, test_y
             if cfg.protocol == "paper":
                 scores, chosen = paper_probe(name, xtr[rows_t], ytr[rows], xte, yte, num_classes=num_classes,
                                              seed=seed)
+            elif splits:
+                pred = fit_predict(name, xtr[rows_t], ytr[rows], torch.cat([xtr[rows_t], xval, xte]),
+                                   num_classes=num_classes, preprocessing=cfg.preprocessing, backend=cfg.backend,
+                                   seed=seed)
+                n_fit, n_val = len(rows), len(yval)
+                scores = classification_scores(yte, pred[n_fit + n_val:], num_classes, f"probe/{name}")
+                scores[f"probe/{name}/train_acc"] = float(np.mean(pred[:n_fit] == ytr[rows]))
+                scores[f"probe/{name}/val_acc"] = float(np.mean(pred[n_fit:n_fit + n_val] == yval))
             else:
                 pred = fit_predict(name, xtr[rows_t], ytr[rows], xte, num_classes=num_classes,
                                    preprocessing=cfg.preprocessing, backend=cfg.backend, seed=seed)
@@ -663,7 +678,7 @@ def run_probes(train_x: ArrayLike, train_y: ArrayLike, test_x: ArrayLike, test_y
         out[f"time/probe/{name}_s"] = timer.seconds
         if not cfg.label_efficiency:
             continue
-        out[f"probe/{name}/acc@all"] = scores[f"probe/{name}/acc"]
+        out[f"probe/{name}/acc_at_all"] = scores[f"probe/{name}/acc"]
         with _Timer() as timer:
             for n in sorted(set(cfg.label_efficiency)):
                 sub = per_class_subset(ytr, n, seed)
@@ -678,7 +693,7 @@ def run_probes(train_x: ArrayLike, train_y: ArrayLike, test_x: ArrayLike, test_y
                     sub_t = torch.as_tensor(sub, device=xtr.device)
                     pred = fit_predict(name, xtr[sub_t], ytr[sub], xte, num_classes=num_classes,
                                        preprocessing=cfg.preprocessing, backend=cfg.backend, seed=seed)
-                out[f"probe/{name}/acc@{n}"] = float(np.mean(pred == yte))
+                out[f"probe/{name}/acc_at_{n}"] = float(np.mean(pred == yte))
         out[f"time/probe/{name}/label_efficiency_s"] = timer.seconds
 
     for method in cfg.clustering:

@@ -103,6 +103,17 @@ class DatasetConfig(Strict):
     test_size: PositiveInt | None = None
     val_fraction: Fraction = 0.1  # carved from train, seeded
     seed: int = 0  # subset and split seed
+    # k-fold cross-validation: with ``folds: k`` the train subset is cut into k seeded folds, fold ``fold`` is the
+    # validation split and the other k-1 train (val_fraction is then unused). Sweep ``fold: {grid: [0..k-1]}``
+    # and the report aggregates over folds (mean and std), as the Fashion-MNIST beta-VAE study did.
+    folds: Annotated[int, Field(ge=2)] | None = None
+    fold: Annotated[int, Field(ge=0)] = 0
+
+    @model_validator(mode="after")
+    def _fold_in_range(self) -> DatasetConfig:
+        if self.folds is not None and self.fold >= self.folds:
+            raise ValueError(f"fold {self.fold} is not one of the {self.folds} folds (0..{self.folds - 1})")
+        return self
 
 
 class ModelConfig(Strict):
@@ -152,6 +163,9 @@ class TrainConfig(Strict):
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16 autocast, CUDA only
+    # torch.compile the training forward: true, false, or auto (CUDA only). On a 2-core CPU it gained -6..+10%
+    # (run-to-run noise) after a 15 s cold compile per worker (docs/performance.md), so it is off by default.
+    compile: bool | Literal["auto"] = False
 
 
 class EvalConfig(Strict):
@@ -178,8 +192,13 @@ class EvalConfig(Strict):
     with_logvar: bool = False  # gaussian bottlenecks: embed [mu, logvar] (the CIFAR-10 study) instead of mu
     with_feature: bool = False  # append the pooled pre-bottleneck feature to z
     subsample: PositiveInt | None = 10_000  # bound on probe training rows (cheap probes)
-    slow_subsample: PositiveInt | None = 5_000  # bound on rows for random_forest and mlp
+    # Bound on rows for random_forest and mlp. 10k, as for the cheap probes: at 5k the forest scored 1-2 points
+    # under the published protocol on 10k rows (bench/probes.py); at 10k it is within a point, ~2.5x the cost.
+    slow_subsample: PositiveInt | None = 10_000
     label_efficiency: list[PositiveInt] = Field(default_factory=list)  # labels per class, e.g. [10, 100, 1000]
+    # Also score each probe on the rows it was fitted on and on the validation split (probe/<name>/train_acc,
+    # val_acc): the paradigms study's train / val / test table. Fast protocol only.
+    probe_splits: bool = False
     cluster_subsample: PositiveInt | None = 5_000  # bound on test rows clustered by gmm / hdbscan
     hdbscan_min_cluster_size: PositiveInt = 15
     cluster_pca_dim: PositiveInt | None = 32  # hdbscan on a PCA reduction of the embeddings; None = raw
@@ -500,6 +519,9 @@ class SweepSpec(Strict):
     search: SearchConfig = Field(default_factory=SearchConfig)
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    # Named variants of this sweep: ``stages: {search: {search.algorithm: nsga2, ...}}``, dotted keys -> values,
+    # applied by ``run --stage search`` (the stage's sweep is named ``<name>-<stage>`` unless it sets a name).
+    stages: dict[SweepName, dict[str, Any]] = Field(default_factory=dict)
 
     _source: str | None = PrivateAttr(default=None)
     _data: dict[str, Any] = PrivateAttr(default_factory=dict)
@@ -760,28 +782,67 @@ def _lookup(data: Any, loc: tuple) -> Any:
     return data
 
 
-def _apply_override(data: dict[str, Any], override: str) -> None:
-    """``dotted.key=value`` (value parsed as YAML) into the document; raises ValueError on a malformed one."""
-    if "=" not in override:
-        raise ValueError(f"--set {override!r}: expected dotted.key=value")
-    key, raw = override.split("=", 1)
-    parts = key.strip().split(".")
+def _set_dotted(data: dict[str, Any], key: str, value: Any) -> tuple[str, ...]:
+    """Put ``value`` at ``dotted.key`` in the document (creating mappings on the way); returns the key's parts."""
+    parts = tuple(key.strip().split("."))
     if not all(parts):
-        raise ValueError(f"--set {override!r}: malformed key")
+        raise ValueError(f"malformed key {key!r}")
     node = data
     for part in parts[:-1]:
         child = node.get(part)
         if not isinstance(child, dict):
             child = node[part] = {}
         node = child
+    node[parts[-1]] = value
+    return parts
+
+
+def _apply_override(data: dict[str, Any], override: str) -> tuple[str, ...]:
+    """``dotted.key=value`` (value parsed as YAML) into the document; raises ValueError on a malformed one."""
+    if "=" not in override:
+        raise ValueError(f"--set {override!r}: expected dotted.key=value")
+    key, raw = override.split("=", 1)
     try:
-        node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
+        value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError as err:
         raise ValueError(f"--set {override!r}: value is not valid YAML ({err})") from None
+    try:
+        return _set_dotted(data, key, value)
+    except ValueError:
+        raise ValueError(f"--set {override!r}: malformed key") from None
 
 
-def parse_spec(text: str, file: str = "<spec>", overrides: Iterable[str] = ()) -> SweepSpec:
-    """Parse and validate a spec document. Raises SpecError with every problem found."""
+def _apply_stage(data: dict[str, Any], stage: str, lines: dict[tuple, int], file: str,
+                 overridden: dict[tuple, tuple[int | None, str]], problems: list[Problem]) -> None:
+    """Apply the entries of ``stages.<stage>`` (dotted keys -> values) to the document."""
+    table = data.get("stages")
+    if not isinstance(table, dict) or stage not in table:
+        known = ", ".join(table) if isinstance(table, dict) and table else "none defined"
+        problems.append(Problem(file, lines.get(("stages",)), "stages", f"no stage {stage!r} (stages: {known})"))
+        return
+    entries = table[stage]
+    if not isinstance(entries, dict):
+        problems.append(Problem(file, lines.get(("stages", stage)), f"stages.{stage}",
+                                "a stage is a mapping of dotted.key: value overrides"))
+        return
+    for key, value in entries.items():
+        try:
+            parts = _set_dotted(data, str(key), copy.deepcopy(value))
+        except ValueError as err:
+            problems.append(Problem(file, lines.get(("stages", stage, key)), f"stages.{stage}", str(err)))
+        else:
+            overridden[parts] = (lines.get(("stages", stage, key)), f"from stage {stage}")
+    if not any(str(k) == "name" for k in entries):
+        # A stage is its own sweep: its own storage directory and MLflow experiment.
+        data["name"] = f"{data.get('name')}-{stage}"
+
+
+def parse_spec(text: str, file: str = "<spec>", overrides: Iterable[str] = (),
+               stages: Iterable[str] = ()) -> SweepSpec:
+    """Parse and validate a spec document. Raises SpecError with every problem found.
+
+    ``stages``: names under the document's ``stages:`` whose overrides apply, in order, before ``overrides``
+    (the ``--set`` strings)."""
     problems: list[Problem] = []
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
@@ -794,22 +855,31 @@ def parse_spec(text: str, file: str = "<spec>", overrides: Iterable[str] = ()) -
     if node is None or not isinstance(data, dict):
         raise SpecError([Problem(file, 1, "(top level)", "a spec is a mapping with at least a name")])
     lines = _line_map(node, problems, file)
-    overridden: set[tuple] = set()
+    # Fields set by a stage or --set: (line to blame, where the value came from).
+    overridden: dict[tuple, tuple[int | None, str]] = {}
+    for stage in stages:
+        _apply_stage(data, stage, lines, file, overridden, problems)
     for override in overrides:
         try:
-            _apply_override(data, override)
+            parts = _apply_override(data, override)
         except ValueError as err:
             problems.append(Problem(file, None, "--set", str(err)))
         else:
-            overridden.add(tuple(override.split("=", 1)[0].strip().split(".")))
+            overridden[parts] = (None, "from --set")
 
     def line_of(loc: tuple) -> int | None:
         for cut in range(len(loc), -1, -1):
             if loc[:cut] in overridden:
-                return None
+                return overridden[loc[:cut]][0]
             if loc[:cut] in lines:
                 return lines[loc[:cut]]
         return None
+
+    def origin(loc: tuple) -> str:
+        for cut in range(len(loc), 0, -1):
+            if loc[:cut] in overridden:
+                return f" ({overridden[loc[:cut]][1]})"
+        return ""
 
     spec: SweepSpec | None = None
     try:
@@ -820,13 +890,10 @@ def parse_spec(text: str, file: str = "<spec>", overrides: Iterable[str] = ()) -
             message = _message(error)
             if loc and loc[0] not in SEARCHABLE_SECTIONS and is_distribution_like(_lookup(data, loc)):
                 message = f"distributions are not allowed in {loc[0]}; give a fixed value"
-            path = _loc_path(loc)
-            if any(loc[:cut] in overridden for cut in range(1, len(loc) + 1)):
-                path += " (from --set)"
-            problems.append(Problem(file, line_of(loc), path, message))
+            problems.append(Problem(file, line_of(loc), _loc_path(loc) + origin(loc), message))
     if spec is not None:
         for loc, message in _semantic_problems(spec):
-            problems.append(Problem(file, line_of(loc), _loc_path(loc), message))
+            problems.append(Problem(file, line_of(loc), _loc_path(loc) + origin(loc), message))
         if not problems:
             spec._source = file
             try:  # the first trial must build: catches what only the concrete TrialConfig can check
@@ -841,14 +908,14 @@ def parse_spec(text: str, file: str = "<spec>", overrides: Iterable[str] = ()) -
     return spec
 
 
-def load_spec(path: str | Path, overrides: Iterable[str] = ()) -> SweepSpec:
+def load_spec(path: str | Path, overrides: Iterable[str] = (), stages: Iterable[str] = ()) -> SweepSpec:
     """Read and validate a spec file. Raises SpecError (never a bare pydantic or YAML exception)."""
     file = str(path)
     try:
         text = Path(path).read_text()
     except OSError as err:
         raise SpecError([Problem(file, None, "(file)", err.strerror or str(err))]) from None
-    return parse_spec(text, file, overrides)
+    return parse_spec(text, file, overrides, stages)
 
 
 def _semantic_problems(spec: SweepSpec) -> list[tuple[tuple, str]]:
@@ -877,7 +944,18 @@ def _semantic_problems(spec: SweepSpec) -> list[tuple[tuple, str]]:
                       "configuration once)"))
     if spec.search.scheduler.metric and spec.search.scheduler.name == "none":
         found.append((("search", "scheduler", "metric"), "a metric is set but no scheduler is chosen"))
-    if spec.search.algorithm == "grid":
+    sch, epochs = spec.search.scheduler, spec.train.epochs
+    max_epochs = (max(epochs.options) if isinstance(epochs, Choice | Grid) else
+                  epochs.bounds[1] if isinstance(epochs, IntRange) else epochs)
+    if sch.name != "none" and isinstance(max_epochs, int) and sch.grace_period > max_epochs:
+        found.append((("search", "scheduler", "grace_period"),
+                      f"grace period {sch.grace_period} is longer than the {max_epochs} epoch(s) a trial trains"))
+    folds, fold = spec.dataset.folds, spec.dataset.fold
+    if isinstance(folds, int):
+        values = fold.options if isinstance(fold, Choice | Grid) else [fold] if isinstance(fold, int) else []
+        if bad := [v for v in values if v >= folds]:
+            found.append((("dataset", "fold"), f"fold {bad[0]} is not one of the {folds} folds (0..{folds - 1})"))
+    if spec.search.algorithm == "grid" and not found:  # resolving every point would repeat the problems above
         try:
             spec.grid()
         except SpecError as err:

@@ -11,6 +11,7 @@ state) plus ``aesweep.json`` (spec, tracking URI, parent run id): what ``resume`
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import math
@@ -61,6 +62,8 @@ def smoke_overrides(spec: SweepSpec) -> list[str]:
             current = getattr(spec.dataset, key.split(".")[1])
             value = value if not isinstance(current, int) else min(current, value)
         out.append(f"{key}={json.dumps(value)}")
+    if spec.search.scheduler.name != "none":
+        out.append("search.scheduler.grace_period=1")  # one epoch: a longer grace period cannot fit
     out.append(f"search.num_samples={min(spec.search.num_samples, 2)}")
     out.append("search.seeds=1")
     return out
@@ -246,21 +249,69 @@ class SweepState:
     cpu: float = 1.0
 
     def save(self) -> None:
-        path = Path(self.experiment_path) / STATE_FILE
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.__dict__, indent=2))
+        _write_text(_join(self.experiment_path, STATE_FILE), json.dumps(self.__dict__, indent=2))
 
     @classmethod
     def load(cls, name_or_path: str, storage: str | None = None) -> SweepState:
-        candidates = [Path(name_or_path), Path(storage or DEFAULT_STORAGE) / name_or_path]
+        """By the sweep's directory (a local path or a URI such as ``s3://bucket/aesweep-results/NAME``), or by
+        its name under ``storage``."""
+        candidates = [name_or_path, _join(_normal_root(storage or DEFAULT_STORAGE), name_or_path)]
         for candidate in candidates:
-            if (candidate / STATE_FILE).exists():
-                return cls(**json.loads((candidate / STATE_FILE).read_text()))
-        raise FileNotFoundError(f"{name_or_path}: no sweep there (looked for {' and '.join(str(c / STATE_FILE) for c in candidates)})")
+            text = _read_text(_join(candidate, STATE_FILE))
+            if text is not None:
+                return cls(**json.loads(text))
+        looked = " and ".join(_join(c, STATE_FILE) for c in candidates)
+        raise FileNotFoundError(f"{name_or_path}: no sweep there (looked for {looked})")
 
     @property
     def spec(self) -> SweepSpec:
         return _spec_from_json(self.spec_json)
+
+
+# Ray Tune's storage may be a local directory or a URI (s3://, gs://, file://): multi-node fault tolerance needs
+# storage that every node reaches. aesweep.json lives next to Tune's experiment state, through the same pyarrow
+# filesystems that Tune itself uses for URIs.
+
+
+def _is_uri(path: str) -> bool:
+    return "://" in path
+
+
+def _normal_root(path: str) -> str:
+    return path.rstrip("/") if _is_uri(path) else str(Path(path).expanduser().resolve())
+
+
+def _join(root: str, name: str) -> str:
+    return f"{root.rstrip('/')}/{name}" if _is_uri(root) else str(Path(root) / name)
+
+
+def _write_text(path: str, text: str) -> None:
+    if not _is_uri(path):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(text)
+        return
+    import pyarrow.fs
+
+    fs, inner = pyarrow.fs.FileSystem.from_uri(path)
+    fs.create_dir(inner.rsplit("/", 1)[0], recursive=True)
+    with fs.open_output_stream(inner) as out:
+        out.write(text.encode())
+
+
+def _read_text(path: str) -> str | None:
+    """The file's text, or None when it does not exist (or the URI names no reachable filesystem)."""
+    if not _is_uri(path):
+        return Path(path).read_text() if Path(path).is_file() else None
+    import pyarrow.fs
+
+    try:
+        fs, inner = pyarrow.fs.FileSystem.from_uri(path)
+        if fs.get_file_info(inner).type != pyarrow.fs.FileType.File:
+            return None
+        with fs.open_input_stream(inner) as stream:
+            return stream.read().decode()
+    except (OSError, pyarrow.ArrowInvalid):
+        return None
 
 
 @dataclass
@@ -337,8 +388,28 @@ def _scheduler(spec: SweepSpec) -> Any:
                          grace_period=sch.grace_period, reduction_factor=sch.reduction_factor)
 
 
-def _storage_root(spec: SweepSpec, storage: str | None) -> Path:
-    return Path(storage or spec.tracking.storage or DEFAULT_STORAGE).resolve()
+def _trial_resources(spec: SweepSpec, address: str | None) -> dict[str, float]:
+    """The spec's per-trial resources; on a local Ray without GPUs a GPU request becomes CPU-only, with a warning.
+
+    A GPU fraction is what a shipped sweep asks for on a cluster; on a laptop the same file must run rather than
+    wait forever for a GPU that will never come. A cluster (``--address`` / RAY_ADDRESS) keeps the request: its
+    autoscaler may add GPU nodes."""
+    import ray
+
+    cpu, gpu = spec.resources.cpu, spec.resources.gpu
+    local = not (address or os.environ.get("RAY_ADDRESS"))
+    if gpu and local and not ray.cluster_resources().get("GPU"):
+        import warnings
+
+        warnings.warn(f"resources.gpu: {gpu} asked, but this machine has no GPU: trials run on the CPU",
+                      stacklevel=2)
+        gpu = 0.0
+    return {"cpu": cpu, "gpu": gpu}
+
+
+def _storage_root(spec: SweepSpec, storage: str | None) -> str:
+    """--storage, else the spec's tracking.storage, else ./aesweep-results: an absolute path or a URI."""
+    return _normal_root(storage or spec.tracking.storage or DEFAULT_STORAGE)
 
 
 def run_sweep(spec: SweepSpec, *, address: str | None = None, storage: str | None = None,
@@ -352,8 +423,8 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, storage: str | Non
     _init_ray(address)
     uri = tracking.resolve_uri(spec.tracking.uri, tracking_uri)
     root = _storage_root(spec, storage)
-    experiment_path = root / spec.name
-    if (experiment_path / STATE_FILE).exists():
+    experiment_path = _join(root, spec.name)
+    if _read_text(_join(experiment_path, STATE_FILE)) is not None:
         raise FileExistsError(f"{experiment_path}: a sweep named {spec.name} already ran there; "
                               f"`python -m aesweep resume {spec.name}` continues it, --name starts another")
     spec_json = spec.model_dump_json(by_alias=True)
@@ -371,12 +442,12 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, storage: str | Non
     from ray.tune import CheckpointConfig, FailureConfig, RunConfig, TuneConfig
 
     tuner = tune.Tuner(
-        tune.with_resources(trainable, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}),
+        tune.with_resources(trainable, _trial_resources(spec, address)),
         param_space=param_space,
         tune_config=TuneConfig(search_alg=search_alg, scheduler=_scheduler(spec), num_samples=num_samples,
                                max_concurrent_trials=spec.search.max_concurrent, reuse_actors=True),
         run_config=RunConfig(
-            name=spec.name, storage_path=str(root), verbose=0,
+            name=spec.name, storage_path=root, verbose=0,
             checkpoint_config=CheckpointConfig(num_to_keep=1),
             failure_config=FailureConfig(max_failures=spec.search.max_failures),
             callbacks=[_Driver(state, progress)],
@@ -397,7 +468,7 @@ def resume_sweep(name_or_path: str, *, storage: str | None = None, address: str 
     spec = state.spec
     tuner = tune.Tuner.restore(
         state.experiment_path,
-        trainable=tune.with_resources(trainable, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}),
+        trainable=tune.with_resources(trainable, _trial_resources(spec, address)),
         resume_unfinished=True, resume_errored=True,
     )
     # The restored run config keeps its callbacks list from the pickle; attach a fresh driver view.
@@ -594,3 +665,82 @@ def describe_config(config: dict[str, Any] | None) -> str:
     knobs = ", ".join(f"{k}={getattr(o, k):.3g}" for k in ("beta", "sparsity", "noise_sigma", "temperature")
                       if isinstance(getattr(o, k), float))
     return f"{o.variant}, latent {cfg.model.latent_dim}" + (f", {knobs}" if knobs else "")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Eval-only sweep: new measurements on stored trials, no retraining
+
+
+def check_eval_overrides(overrides: list[str]) -> str | None:
+    """An eval-only sweep may change only ``eval.*``: the message for the first override that does not."""
+    for override in overrides:
+        key = override.split("=", 1)[0].strip()
+        if not key.startswith("eval."):
+            return (f"--set {override}: an eval-only sweep changes eval.* fields only (training is not re-run); "
+                    f"to change {key}, run a new sweep")
+    return None
+
+
+def _evaluate_run(uri: str, run_id: str, overrides: list[str]) -> dict[str, Any]:
+    """In a Ray worker: re-evaluate one finished trial from its MLflow artifacts (``spec/trial.yaml`` and
+    ``model/state_dict.pt``) with ``overrides`` applied to its eval section, and log the new final metrics and
+    figures into the same child run at the trial's last epoch. Training metrics and params are left as they are;
+    tag ``aesweep.reevaluated`` records the overrides. Never raises: a failure is returned and tagged."""
+    import tempfile
+
+    import yaml
+
+    from aesweep.spec import _apply_override
+    from aesweep.train import evaluate_stored
+
+    c = tracking.client(uri)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            trial_yaml = tracking._retry(lambda: c.download_artifacts(run_id, "spec/trial.yaml", tmp))
+            weights = tracking._retry(lambda: c.download_artifacts(run_id, "model/state_dict.pt", tmp))
+            stored = Path(tmp) / "stored" / "model"  # evaluate_stored reads <dir>/model/state_dict.pt
+            stored.mkdir(parents=True)
+            Path(weights).rename(stored / "state_dict.pt")
+            data = yaml.safe_load(Path(trial_yaml).read_text())
+            for override in overrides:
+                _apply_override(data, override)
+            cfg = TrialConfig.model_validate(data)
+            metrics, figures = evaluate_stored(cfg, stored.parent, Path(tmp) / "figures", dataset=_dataset(cfg))
+            history = tracking._retry(lambda: c.get_metric_history(run_id, "epoch"))
+            step = max((int(m.value) for m in history), default=0)
+            run = tracking.TrialRun.attach(uri, run_id)
+            run.log_metrics(metrics, step)
+            for path in figures:
+                run.log_artifact(path, "figures")
+            tracking._retry(lambda: c.set_tag(run_id, "aesweep.reevaluated",
+                                              f"{time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(overrides)}".strip()))
+        return {"run_id": run_id, "status": "ok", "metrics": metrics}
+    except Exception as err:  # one broken trial must not stop the others
+        reason = f"{type(err).__name__}: {err}"
+        with contextlib.suppress(Exception):
+            tracking._retry(lambda: c.set_tag(run_id, "aesweep.eval_failure", reason[:5000]))
+        return {"run_id": run_id, "status": "failed", "reason": reason}
+
+
+def evaluate_sweep(uri: str, parent_run_id: str, spec: SweepSpec, overrides: list[str], *,
+                   address: str | None = None, progress: Callable[[dict[str, Any]], Any] | None = None
+                   ) -> list[dict[str, Any]]:
+    """Re-run evaluation on every finished trial of a sweep as Ray tasks (the spec's resources per task), logging
+    into the same child runs. Returns one result per trial (``status`` ok or failed, with ``reason``)."""
+    import ray
+
+    runs = [r for r in tracking.children(uri, parent_run_id) if r.info.status == "FINISHED"]
+    if not runs:
+        return []
+    _init_ray(address)
+    task = ray.remote(num_cpus=spec.resources.cpu, num_gpus=spec.resources.gpu, max_retries=0)(_evaluate_run)
+    pending = [task.remote(uri, r.info.run_id, list(overrides)) for r in runs]
+    results: list[dict[str, Any]] = []
+    started = time.time()
+    while pending:
+        ready, pending = ray.wait(pending, num_returns=1)
+        results.append(ray.get(ready[0]))
+        if progress is not None:
+            progress({"done": len(results), "total": len(runs), "running": len(pending),
+                      "failed": sum(r["status"] == "failed" for r in results), "elapsed": time.time() - started})
+    return results

@@ -35,10 +35,11 @@ FAILURE_TAG = "aesweep.failure"
 
 
 def resolve_uri(spec_uri: str | None = None, cli_uri: str | None = None) -> str:
-    """Spec, else --tracking-uri, else MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the working directory.
+    """--tracking-uri, else the spec's tracking.uri, else MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the
+    working directory (the command line overrides the file, as --set does).
 
     Local stores are made absolute: trial processes may run in another directory (or on another node)."""
-    uri = spec_uri or cli_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+    uri = cli_uri or spec_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
         uri = "sqlite:///" + str(Path(uri[len("sqlite:///"):]).resolve())
     elif "://" not in uri:  # a plain directory: MLflow's file store
@@ -168,6 +169,14 @@ class TrialRun:
             self.run_id = run.info.run_id
             self.last_epoch = 0
             self.resumed = False
+
+    @classmethod
+    def attach(cls, uri: str, run_id: str) -> TrialRun:
+        """An existing child run by its id, for logging more into it (an eval-only sweep); status untouched."""
+        run = cls.__new__(cls)
+        run.uri, run.client, run.run_id = uri, client(uri), run_id
+        run.last_epoch, run.resumed = 0, True
+        return run
 
     def log_params(self, params: dict[str, Any]) -> None:
         if self.resumed:

@@ -17,7 +17,7 @@ import contextlib
 import math
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -29,6 +29,7 @@ from aesweep import data as datamod
 from aesweep import variants
 from aesweep.evaluate import evaluate, online_probe_metrics
 from aesweep.losses import Batch, objective_loss
+from aesweep.metrics import MetricAccumulator
 from aesweep.model import AEOutput, AutoEncoder
 from aesweep.spec import TrialConfig
 
@@ -89,16 +90,24 @@ def _optimizer(cfg: TrialConfig, model: torch.nn.Module, device: torch.device) -
     if t.optimizer == "sgd":
         return torch.optim.SGD(model.parameters(), lr=t.lr, momentum=0.9, weight_decay=t.weight_decay)
     cls = torch.optim.AdamW if t.optimizer == "adamw" else torch.optim.Adam
-    # The fused kernel updates every parameter in one launch: a real win for small models on a GPU.
-    fused = device.type == "cuda"
+    # The fused kernel updates every parameter in one launch: a real win for small models on a GPU, and a small
+    # one (~2%) on a CPU, where torch has had it since 2.4.
+    fused = device.type in ("cuda", "cpu")
     return cls(model.parameters(), lr=t.lr, weight_decay=t.weight_decay, fused=fused)
 
 
 class _Stepper:
-    """Turns a batch of uint8 images into (model outputs, loss terms) for the trial's objective."""
+    """Turns a batch of uint8 images into (model outputs, loss terms) for the trial's objective.
 
-    def __init__(self, cfg: TrialConfig, model: AutoEncoder, objective: variants.Objective, flip_ok: bool):
+    ``forward``: what runs the model in training (the model itself, or its ``torch.compile``d forward); in eval
+    mode the plain model runs (no second compilation for the eval graph). ``channels_last``: feed NHWC-strided
+    inputs (the model's weights are in that layout too), which cuDNN's and oneDNN's convolutions prefer."""
+
+    def __init__(self, cfg: TrialConfig, model: AutoEncoder, objective: variants.Objective, flip_ok: bool,
+                 forward: Callable[[Tensor], AEOutput] | None = None, channels_last: bool = False):
         self.model, self.objective, self.flip_ok = model, objective, flip_ok
+        self.forward = forward if forward is not None else model
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         o = cfg.objective
         # Knobs the loss terms read by keyword; a PriorConfig goes in as plain numbers.
         self.knobs = {
@@ -111,18 +120,56 @@ class _Stepper:
     def __call__(self, images: Tensor, labels: Tensor, generator: torch.Generator
                  ) -> tuple[Tensor, dict[str, Tensor], AEOutput]:
         """images: (B, C, H, W) uint8 on the model's device -> (weighted total, unweighted terms, output)."""
-        clean = datamod.to_float(images)
+        clean = datamod.to_float(images).contiguous(memory_format=self.memory_format)
         view2_out = None
         if self.objective.two_views:
             clean, view2 = datamod.two_views(clean, flip=self.flip_ok, generator=generator)
         x = datamod.corrupt(clean, self.objective.noise_sigma, generator) if self.objective.noise_sigma > 0 else clean
-        out = self.model(x)
+        forward = self.forward if self.model.training else self.model
+        out = forward(x)
         if self.objective.two_views:
             x2 = datamod.corrupt(view2, self.objective.noise_sigma, generator) if self.objective.noise_sigma > 0 else view2
-            view2_out = self.model(x2)
+            view2_out = forward(x2)
         total, terms = objective_loss(self.objective, out, Batch(x=x, target=clean, labels=labels, view2=view2_out),
                                       **self.knobs)
         return total, terms, out
+
+
+@dataclass
+class Loop:
+    """What the training loop runs with, besides the model and the data (``make_loop`` builds it)."""
+
+    optimizer: torch.optim.Optimizer
+    stepper: _Stepper
+    autocast: Any  # a context manager: bf16 autocast, or nothing
+    check_every: int  # steps between loss checks (a host-device sync each)
+
+
+def make_loop(cfg: TrialConfig, model: torch.nn.Module, objective: variants.Objective, flip_ok: bool,
+              device: torch.device, channels_last: bool | None = None) -> Loop:
+    """Move ``model`` to ``device`` and build its optimiser and stepper with the fast paths this device allows.
+
+    The one place these choices are made, for ``run_trial`` and for bench/train_throughput.py alike:
+    - channels_last (NHWC) weights and inputs for convolutional models (``channels_last=None``; True / False
+      force it): the layout cuDNN's and oneDNN's kernels run natively. On a 2-core CPU it trained the conv AEs
+      11-44% faster (docs/performance.md);
+    - ``torch.compile`` of the training forward when ``train.compile`` asks (``auto``: on CUDA only);
+    - bf16 autocast on CUDA when ``train.precision`` is bf16;
+    - Adam / AdamW: the fused kernel (``_optimizer``);
+    - a loss check every step on the CPU (no sync to pay), every 25 steps on a GPU.
+    """
+    model.to(device)
+    if channels_last is None:
+        channels_last = any(isinstance(m, torch.nn.Conv2d | torch.nn.ConvTranspose2d) for m in model.modules())
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    optimizer = _optimizer(cfg, model, device)
+    wanted = cfg.train.compile
+    forward = torch.compile(model) if wanted is True or (wanted == "auto" and device.type == "cuda") else model
+    stepper = _Stepper(cfg, model, objective, flip_ok, forward=forward, channels_last=channels_last)
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if cfg.train.precision == "bf16"
+                and device.type == "cuda" else contextlib.nullcontext())
+    return Loop(optimizer, stepper, autocast, 1 if device.type == "cpu" else 25)
 
 
 def _batches(split: datamod.Split, batch_size: int, shuffle: bool, generator: torch.Generator | None
@@ -132,11 +179,15 @@ def _batches(split: datamod.Split, batch_size: int, shuffle: bool, generator: to
 
 
 @torch.inference_mode()
-def evaluate_split(stepper: _Stepper, split: datamod.Split, batch_size: int, prefix: str, seed: int
-                   ) -> dict[str, float]:
+def evaluate_split(stepper: _Stepper, split: datamod.Split, batch_size: int, prefix: str, seed: int,
+                   metrics: Sequence[str] = ()) -> dict[str, float]:
     """Loss, loss terms, MSE and PSNR on a split, in eval mode, with a fixed augmentation seed.
 
     PSNR is the mean over images of 10 log10(1 / MSE_image), images in [0, 1]; a perfect image counts as 100 dB.
+    ``metrics``: reconstruction metrics (``metrics.py`` names) measured in the same pass on the reconstructions of
+    the clean images, exactly what ``metrics.reconstruction_metrics`` reports (their ``mse`` / ``psnr`` replace
+    the pass's own). When the objective feeds the model clean images they reuse the pass's forward; a denoising
+    or two-view objective needs one more forward of the clean batch. The split is read once either way.
     """
     model = stepper.model
     was_training = model.training
@@ -144,9 +195,13 @@ def evaluate_split(stepper: _Stepper, split: datamod.Split, batch_size: int, pre
     generator = torch.Generator(device=split.images.device).manual_seed(seed)
     n = 0
     sums: dict[str, Tensor] = {}
+    measured = MetricAccumulator(metrics) if metrics else None
+    clean_input = not stepper.objective.two_views and stepper.objective.noise_sigma == 0
     for images, labels in _batches(split, batch_size, shuffle=False, generator=None):
         total, terms, out = stepper(images, labels, generator)
         target = datamod.to_float(images)
+        if measured is not None:
+            measured.update(out.x_hat if clean_input else model(target).x_hat, target)
         per_image = (out.x_hat.float() - target).pow(2).flatten(1).mean(1)
         psnr = -10 * torch.log10(per_image.clamp_min(1e-10))
         b = images.shape[0]
@@ -155,7 +210,10 @@ def evaluate_split(stepper: _Stepper, split: datamod.Split, batch_size: int, pre
             sums[key] = sums.get(key, 0) + value.float() * b
         n += b
     model.train(was_training)
-    return {f"{prefix}/{k}": (v / max(n, 1)).item() for k, v in sums.items()}
+    result = {f"{prefix}/{k}": (v / max(n, 1)).item() for k, v in sums.items()}
+    if measured is not None:
+        result.update(measured.compute(prefix))
+    return result
 
 
 def _rng_state(generator: torch.Generator) -> dict[str, Any]:
@@ -234,9 +292,8 @@ def run_trial(
     started = time.perf_counter()
     dataset = (dataset or datamod.load_dataset(cfg.dataset)).to(device)
     model, objective = build(cfg, dataset)
-    model.to(device)
-    optimizer = _optimizer(cfg, model, device)
-    stepper = _Stepper(cfg, model, objective, dataset.flip_ok)
+    loop = make_loop(cfg, model, objective, dataset.flip_ok, device)
+    optimizer, stepper = loop.optimizer, loop.stepper
     generator = torch.Generator(device=device).manual_seed(cfg.train.seed)
     es = cfg.train.early_stopping
     stopper = EarlyStopping(es.patience, es.mode, es.min_delta)
@@ -255,13 +312,6 @@ def run_trial(
         workdir = tempfile.mkdtemp(prefix="aesweep-trial-")
     workdir = Path(workdir)
 
-    autocast = (
-        torch.autocast("cuda", dtype=torch.bfloat16)
-        if cfg.train.precision == "bf16" and device.type == "cuda"
-        else contextlib.nullcontext()
-    )
-    # A loss check is a host-device sync: every step on the CPU (free), every few steps on a GPU.
-    check_every = 1 if device.type == "cpu" else 25
     history: list[dict[str, float]] = []
     metrics: dict[str, float] = {}
     artifacts: list[Path] = []
@@ -273,9 +323,17 @@ def run_trial(
         """Final measurements, merged into the last epoch's metrics so that its report carries them (a
         scheduler may end the trial at that report; the searcher reads its objective from it)."""
         final = {**metrics, "time/train_s": train_seconds}
-        final.update(evaluate_split(stepper, dataset.test, cfg.train.batch_size * 2, "test", cfg.train.seed))
+        # One pass over the test split gives the test loss and every reconstruction metric; evaluate() then
+        # skips its own reconstruction pass. Its time counts as evaluation.
+        t0 = time.perf_counter()
+        final.update(evaluate_split(stepper, dataset.test, cfg.train.batch_size * 2, "test", cfg.train.seed,
+                                    metrics=cfg.eval.metrics))
+        test_pass = time.perf_counter() - t0
         # The model as trained last (not the best epoch's): what the studies measured after early stopping.
-        measured, figure_paths = evaluate(model, dataset, cfg, workdir / "figures", seed=cfg.train.seed)
+        measured, figure_paths = evaluate(model, dataset, cfg, workdir / "figures", seed=cfg.train.seed,
+                                          reconstruction=False)
+        measured["time/eval/reconstruction_s"] = test_pass
+        measured["time/eval_s"] += test_pass
         final.update(measured)
         weights = workdir / "model" / "state_dict.pt"
         weights.parent.mkdir(parents=True, exist_ok=True)
@@ -291,7 +349,7 @@ def run_trial(
         for epoch in range(start_epoch + 1, cfg.train.epochs + 1):
             epoch_start = time.perf_counter()
             train_metrics = _train_epoch(model, optimizer, stepper, dataset.train, cfg, generator, epoch,
-                                         autocast, check_every, on_batch)
+                                         loop.autocast, loop.check_every, on_batch)
             train_seconds += time.perf_counter() - epoch_start
             metrics = {**train_metrics,
                        **evaluate_split(stepper, dataset.val, cfg.train.batch_size * 2, "val", cfg.train.seed),

@@ -19,7 +19,7 @@ import torch
 from aesweep import data as datamod
 from aesweep import variants
 from aesweep.spec import DatasetConfig, parse_spec
-from aesweep.train import _optimizer, _Stepper, build
+from aesweep.train import build, make_loop
 
 
 def main() -> None:
@@ -46,8 +46,8 @@ def main() -> None:
             f"model: {{backbone: conv, width: {args.width}, latent_dim: 32}}\ntrain: {{batch_size: {args.batch}}}\n"
         ).resolve()
         model, objective = build(trial, dataset)
-        optimizer = _optimizer(trial, model, torch.device("cpu"))
-        step = _Stepper(trial, model, objective, dataset.flip_ok)
+        loop = make_loop(trial, model, objective, dataset.flip_ok, torch.device("cpu"))  # run_trial's fast paths
+        optimizer, step = loop.optimizer, loop.stepper
         generator = torch.Generator().manual_seed(0)
         model.train()
         batches = list(datamod.iterate_batches(dataset.train, args.batch, shuffle=False))

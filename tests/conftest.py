@@ -63,10 +63,10 @@ def write_spec(directory: Path, name: str, **sections: dict[str, Any]) -> Path:
     return path
 
 
-def load(path: Path, overrides: list[str] | None = None):
+def load(path: Path, overrides: list[str] | None = None, stages: list[str] | None = None):
     from aesweep.spec import load_spec
 
-    return load_spec(path, overrides or [])
+    return load_spec(path, overrides or [], stages or [])
 
 
 class Store:

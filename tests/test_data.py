@@ -537,3 +537,19 @@ def test_two_views_reproducible_distinct_in_range(device):
         assert v.min() >= 0 and v.max() <= 1
     # jitter moves intensities: a binary image no longer is
     assert not set(v1.unique().tolist()) <= {0.0, 1.0}
+
+
+def test_k_folds_partition_the_train_subset_and_each_fold_validates_once():
+    k, n = 5, 503
+    folds = [load_dataset(DatasetConfig(name="shapes", train_size=n, test_size=50, folds=k, fold=f))
+             for f in range(k)]
+    rows = lambda split: {bytes(img.numpy()) for img in split.images}  # noqa: E731 - shapes are unique images
+    vals = [rows(d.val) for d in folds]
+    assert sorted(len(v) for v in vals) == [100, 100, 101, 101, 101]  # near-equal slices
+    assert set().union(*vals) == rows(folds[0].train) | vals[0]  # together: the whole train subset
+    assert sum(len(v) for v in vals) == n  # and disjoint
+    for d, v in zip(folds, vals, strict=True):
+        assert not (rows(d.train) & v) and len(d.train) + len(d.val) == n
+    assert rows(folds[0].test) == rows(folds[3].test)  # the test split does not depend on the fold
+    with pytest.raises(ValueError, match="fold 5 is not one of the 5 folds"):
+        DatasetConfig(name="shapes", folds=5, fold=5)

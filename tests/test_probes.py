@@ -217,10 +217,10 @@ def test_label_efficiency_curve():
     out = probes.run_probes(xtr, ytr, xte, yte, cfg(probes=["logreg", "knn", "mlp"], label_efficiency=[1, 10, 50]),
                             num_classes=4)
     for name in ("logreg", "knn", "mlp"):
-        assert out[f"probe/{name}/acc@all"] == out[f"probe/{name}/acc"]
-        assert {f"probe/{name}/acc@{n}" for n in (1, 10, 50)} <= set(out)
-        assert out[f"probe/{name}/acc@10"] <= out[f"probe/{name}/acc@all"] + 0.03
-        assert out[f"probe/{name}/acc@1"] < out[f"probe/{name}/acc@all"] - 0.1  # one label per class: near chance
+        assert out[f"probe/{name}/acc_at_all"] == out[f"probe/{name}/acc"]
+        assert {f"probe/{name}/acc_at_{n}" for n in (1, 10, 50)} <= set(out)
+        assert out[f"probe/{name}/acc_at_10"] <= out[f"probe/{name}/acc_at_all"] + 0.03
+        assert out[f"probe/{name}/acc_at_1"] < out[f"probe/{name}/acc_at_all"] - 0.1  # one label per class: near chance
         assert out[f"time/probe/{name}/label_efficiency_s"] >= 0
 
 
@@ -250,7 +250,7 @@ def test_paper_protocol_reports_cross_validation():
     for name in ("logreg", "knn"):
         assert 0.5 < out[f"probe/{name}/cv_mean"] <= 1 and 0 <= out[f"probe/{name}/cv_std"] < 0.3
         assert 0.5 < out[f"probe/{name}/acc"] <= 1
-        assert f"probe/{name}/acc@10" in out and f"probe/{name}/f1" in out
+        assert f"probe/{name}/acc_at_10" in out and f"probe/{name}/f1" in out
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -234,3 +234,38 @@ def test_flat_params_use_dots_and_skip_unused_knobs():
 def test_every_shipped_sweep_validates(path):
     spec = load_spec(path)
     assert spec.resolve().name == spec.name
+
+
+STAGED = """name: staged
+dataset: {name: shapes, folds: 5}
+model: {latent_dim: {grid: [2, 4]}}
+search: {algorithm: grid}
+stages:
+  wide:
+    model.latent_dim: {grid: [2, 4, 8]}
+    search.max_concurrent: 3
+  bad:
+    dataset.fold: 7
+  named:
+    name: other
+"""
+
+
+def test_stages_apply_their_overrides_and_name_the_sweep():
+    base = parse_spec(STAGED, "s.yaml")
+    assert base.name == "staged" and len(base.grid()) == 2 and set(base.stages) == {"wide", "bad", "named"}
+    wide = parse_spec(STAGED, "s.yaml", stages=["wide"])
+    assert wide.name == "staged-wide" and len(wide.grid()) == 3 and wide.search.max_concurrent == 3
+    assert parse_spec(STAGED, "s.yaml", stages=["named"]).name == "other"
+    # --set applies after the stages.
+    assert parse_spec(STAGED, "s.yaml", ["search.max_concurrent=1"], stages=["wide"]).search.max_concurrent == 1
+
+
+def test_stage_errors_name_the_stage_and_its_line():
+    with pytest.raises(SpecError) as err:
+        parse_spec(STAGED, "s.yaml", stages=["bad"])
+    assert [str(p) for p in err.value.problems] == [
+        "s.yaml:10: dataset.fold (from stage bad): fold 7 is not one of the 5 folds (0..4)"]
+    with pytest.raises(SpecError) as err:
+        parse_spec(STAGED, "s.yaml", stages=["nope"])
+    assert str(err.value.problems[0]) == "s.yaml:5: stages: no stage 'nope' (stages: wide, bad, named)"

@@ -431,3 +431,32 @@ def test_driver_interrupted_or_killed_then_resumed_accounts_for_every_trial_once
             assert store.steps(child.info.run_id, key) == [1, 2, 3, 4], key
     assert store.client.get_run(parent.info.run_id).info.status == "FINISHED"
     assert f"{points} finished" in resumed.stdout
+
+
+def test_storage_given_as_a_uri_holds_tune_state_and_the_sweep_record(local_ray, store, tmp_path):
+    # s3:// and gs:// go through the same pyarrow filesystems as file://, which is what runs here.
+    path = write_spec(tmp_path, "uristore", model={"latent_dim": {"grid": [2, 3]}})
+    root = f"file://{tmp_path}/remote"
+    outcome = sweep.run_sweep(load(path), storage=root, tracking_uri=store.uri)
+    assert outcome.counts["finished"] == 2
+    assert outcome.state.experiment_path == f"{root}/uristore"
+    record = json.loads((tmp_path / "remote" / "uristore" / "aesweep.json").read_text())
+    assert record["parent_run_id"] == outcome.state.parent_run_id
+    assert sweep.SweepState.load("uristore", storage=root).parent_run_id == outcome.state.parent_run_id
+    assert len(tune_trials(f"{tmp_path}/remote/uristore")) == 2  # Tune's own experiment state is there too
+    shown = cli("status", f"{root}/uristore")
+    assert shown.returncode == 0 and "2 finished" in shown.stdout, shown.stderr
+    again = cli("run", str(path), "--storage", root, "--tracking-uri", store.uri)
+    assert again.returncode == 2 and "already ran there" in again.stderr
+
+
+def test_a_gpu_request_on_a_local_machine_without_gpu_runs_on_the_cpu(local_ray, store, tmp_path):
+    # The shipped study sweeps ask for GPU fractions; on a laptop they must run, not wait forever for a GPU.
+    import ray
+
+    path = write_spec(tmp_path, "gpuask", resources={"cpu": 1, "gpu": 0.25})
+    if ray.cluster_resources().get("GPU"):
+        pytest.skip("this machine has a GPU: the request is honoured")
+    with pytest.warns(UserWarning, match="no GPU: trials run on the CPU"):
+        outcome = sweep.run_sweep(load(path), storage=store.storage, tracking_uri=store.uri)
+    assert outcome.counts["finished"] == 1

@@ -1,0 +1,131 @@
+"""Every shipped sweep validates (each stage too) and smoke-runs (`--smoke`: 1-2 trials, 1 epoch, a few hundred
+images) through real Ray and MLflow, as lightning-hydra-template runs every experiment config.
+
+Datasets: generated shapes; the real Fashion-MNIST from Debian's dataset-fashion-mnist; CIFAR-10 and MNIST, which
+cannot be downloaded here, as generated files in the exact upstream format that the real loaders read and
+checksum (tests/trust_generated.py points torchvision's md5 tables at them, in this process and in every Ray
+worker).
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+
+import pytest
+import torchvision
+import yaml
+
+from aesweep import sweep
+from tests.conftest import REPO, Store, cli, load
+from tests.test_data import cifar_files, gz, idx_files, write
+from tests.trust_generated import trust_generated_files
+
+pytestmark = pytest.mark.slow
+
+SHIPPED = sorted(p.name for p in (REPO / "sweeps").glob("*.yaml"))
+FASHION = "/usr/share/datasets/fashion-mnist"
+
+
+def test_the_studies_are_shipped_and_validate_with_every_stage():
+    assert {"quickstart.yaml", "cifar.yaml", "mnist-paradigms.yaml", "cifar-paradigms.yaml", "shapes.yaml",
+            "fashion-mnist-beta.yaml"} <= set(SHIPPED)
+    done = cli("validate", *[f"sweeps/{name}" for name in SHIPPED])
+    assert done.returncode == 0, done.stderr
+    for name in SHIPPED:
+        text = (REPO / "sweeps" / name).read_text()
+        assert text.startswith("#"), f"{name}: no comment header saying which study it follows"
+        stages = yaml.safe_load(text).get("stages", {})
+        for stage in stages:
+            assert f"sweeps/{name} --stage {stage}: ok" in done.stdout
+    cifar = load(REPO / "sweeps" / "cifar.yaml")
+    assert len(cifar.grid()) == 32 and cifar.resources.gpu == 0.25
+    search = load(REPO / "sweeps" / "cifar.yaml", stages=["search"])
+    assert search.name == "cifar-search" and search.search.algorithm == "nsga2"
+    assert set(search.search.metrics) == {"test/mse", "probe/mlp/acc"}  # multi-objective trade-off
+    assert {"model.latent_dim", "objective.sparse.sparsity", "objective.denoising.noise_sigma",
+            "objective.vae.beta"} <= set(search.parameters())
+    cv = load(REPO / "sweeps" / "fashion-mnist-beta.yaml", stages=["priors", "cv"])
+    assert len(cv.grid()) == 160 and cv.name == "fashion-mnist-beta-priors-cv"
+
+
+@pytest.fixture(scope="module")
+def upstream_files(tmp_path_factory):
+    """Generated CIFAR-10 and MNIST files in their upstream layout, trusted by torchvision here and in workers."""
+    root = tmp_path_factory.mktemp("upstream")
+    files, _ = cifar_files(per_batch=120)
+    write(root / "cifar-10-batches-py", files)
+    idx, _ = idx_files(n_train=400, n_test=120)
+    write(root / "MNIST" / "raw", gz(idx))
+    saved = {"cifar": (torchvision.datasets.CIFAR10.train_list, torchvision.datasets.CIFAR10.test_list,
+                       torchvision.datasets.CIFAR10.meta), "mnist": torchvision.datasets.MNIST.resources}
+    old_env = os.environ.get("AESWEEP_TEST_DATA")
+    os.environ["AESWEEP_TEST_DATA"] = str(root)
+    trust_generated_files()
+    yield root
+    cls = torchvision.datasets.CIFAR10
+    cls.train_list, cls.test_list, cls.meta = saved["cifar"]
+    torchvision.datasets.MNIST.resources = saved["mnist"]
+    if old_env is None:
+        os.environ.pop("AESWEEP_TEST_DATA", None)
+    else:
+        os.environ["AESWEEP_TEST_DATA"] = old_env
+
+
+@pytest.fixture(scope="module")
+def smoke_ray(upstream_files):
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    # Workers inherit this process's environment (AESWEEP_TEST_DATA, and PYTHONPATH so that they can import the
+    # tests package for the setup hook).
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False,
+             runtime_env={"worker_process_setup_hook": "tests.trust_generated.trust_generated_files"})
+    yield ray
+    ray.shutdown()
+
+
+# (file, stages): every shipped sweep once; stages whose search differs from the base run too.
+CASES = [(name, []) for name in SHIPPED if name != "quickstart.yaml"]  # quickstart: tests/test_sweep.py
+CASES += [("cifar.yaml", ["search"]), ("fashion-mnist-beta.yaml", ["priors", "cv"])]
+
+
+@pytest.mark.parametrize(("name", "stages"), CASES, ids=[f"{n}{''.join('+' + s for s in st)}" for n, st in CASES])
+def test_shipped_sweep_smoke_runs(name, stages, smoke_ray, upstream_files, tmp_path):
+    path = REPO / "sweeps" / name
+    spec = load(path, stages=stages)
+    if spec.resolve().dataset.name == "fashion_mnist" and not os.path.isdir(FASHION):
+        pytest.skip("the real Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
+    overrides = [*sweep.smoke_overrides(spec), "resources.gpu=0", "resources.cpu=1"]
+    if spec.resolve().dataset.name in ("cifar10", "mnist"):
+        overrides.append(f"dataset.root={upstream_files}")
+    smoke = load(path, overrides, stages=stages)
+    store = Store(tmp_path)
+    outcome = sweep.run_sweep(smoke, storage=store.storage, tracking_uri=store.uri, max_points=2)
+
+    assert outcome.counts["failed"] == 0, [t["reason"] for t in outcome.trials]
+    assert outcome.counts["finished"] >= 1
+    parent = store.parent(smoke.name)
+    children = store.children(parent.info.run_id)
+    for child in children:
+        assert child.info.status == "FINISHED", child.data.tags.get("aesweep.failure")
+        metrics = child.data.metrics
+        resolved = smoke.resolve()
+        for metric in resolved.eval.metrics:
+            assert math.isfinite(metrics[f"test/{metric}"]), metric
+        for probe in resolved.eval.probes:
+            assert 0.0 <= metrics[f"probe/{probe}/acc"] <= 1.0, probe
+            if resolved.eval.probe_splits:
+                assert 0.0 <= metrics[f"probe/{probe}/train_acc"] <= 1.0
+                assert 0.0 <= metrics[f"probe/{probe}/val_acc"] <= 1.0
+        for method in resolved.eval.clustering:
+            assert math.isfinite(metrics[f"cluster/{method}/nmi"]), method
+        if "coverage" in resolved.eval.generative:
+            assert 0.0 <= metrics["gen/coverage"] <= 1.0
+        figures = {p for p in store.artifacts(child.info.run_id) if p.startswith("figures/")}
+        assert {f"figures/{f}.png" for f in resolved.eval.figures} <= figures
+    if "cv" in stages:
+        assert {c.data.params["dataset.fold"] for c in children} <= {str(k) for k in range(10)}
+        assert {c.data.params["dataset.folds"] for c in children} == {"10"}

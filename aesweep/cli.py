@@ -62,13 +62,18 @@ def _fail(message: str) -> NoReturn:
     raise typer.Exit(EXIT_BAD_INPUT)
 
 
+def _print_problems(err: SpecError) -> None:
+    """One line per problem on stderr: ``FILE:LINE: field: message``."""
+    for problem in err.problems:
+        errors.print(str(problem), markup=False, highlight=False, soft_wrap=True)
+
+
 def load_or_exit(path: Path, overrides: list[str] | None = None, stages: list[str] | None = None) -> SweepSpec:
     """Load a spec or print its problems and exit 2."""
     try:
         return load_spec(path, overrides or [], stages or [])
     except SpecError as err:
-        for problem in err.problems:
-            errors.print(str(problem), markup=False, highlight=False, soft_wrap=True)
+        _print_problems(err)
         raise typer.Exit(EXIT_BAD_INPUT) from None
 
 
@@ -86,8 +91,7 @@ def validate(
             spec = load_spec(path, set_ or [], stage or [])
         except SpecError as err:
             bad += 1
-            for problem in err.problems:
-                errors.print(str(problem), markup=False, highlight=False, soft_wrap=True)
+            _print_problems(err)
             continue
         checks = [([], spec)]
         if not stage:  # every stage of the file must stay valid, not only the one run last
@@ -96,8 +100,7 @@ def validate(
                     checks.append(([name], load_spec(path, set_ or [], [name])))
                 except SpecError as err:
                     bad += 1
-                    for problem in err.problems:
-                        errors.print(str(problem), markup=False, highlight=False, soft_wrap=True)
+                    _print_problems(err)
         for stages, checked in checks:
             label = f"{path} --stage {' --stage '.join(stages)}" if stages else str(path)
             console.print(
@@ -401,8 +404,7 @@ def evaluate(
         parse_spec(yaml.safe_dump(record.spec.data, sort_keys=False), record.spec.source or name_or_path,
                    overrides)
     except SpecError as err:
-        for problem in err.problems:
-            errors.print(str(problem), markup=False, highlight=False, soft_wrap=True)
+        _print_problems(err)
         raise typer.Exit(EXIT_BAD_INPUT) from None
 
     def show(view: dict) -> None:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import re
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,7 +40,6 @@ NOT_CONFIG = {"name"}
 # Direction of "better" by metric name (the last path element); anything else is higher-is-better.
 LOWER_IS_BETTER = re.compile(r"(mse|rmse|mae|ergas|bce|loss|nn_distance|kl_bits|noise_frac|_s)$")
 
-STATUS = {"FINISHED": "finished", "RUNNING": "running", "FAILED": "failed", "KILLED": "pruned"}
 
 
 def lower_is_better(metric: str) -> bool:
@@ -114,10 +113,8 @@ def load_record(uri: str, parent_run_id: str, spec: SweepSpec | None = None) -> 
     rows, params, metrics = [], [], []
     for run in tracking.children(uri, parent_run_id):
         tags = run.data.tags
-        status = STATUS.get(run.info.status, run.info.status.lower())
-        if status == "pruned" and tags.get("aesweep.pruned") != "true":
-            status = "stopped"
-        row = {"trial_id": tags.get(tracking.TRIAL_TAG, "?"), "run_id": run.info.run_id, "status": status,
+        row = {"trial_id": tags.get(tracking.TRIAL_TAG, "?"), "run_id": run.info.run_id,
+               "status": tracking.trial_status(run),
                "reason": tags.get(tracking.FAILURE_TAG, ""), "start_time": run.info.start_time}
         for key, text in run.data.params.items():
             row[key] = _value(text)
@@ -175,6 +172,16 @@ def _fmt(value: float) -> str:
     return f"{value:.4f}" if magnitude < 10 else f"{value:.2f}"
 
 
+def _groups(frame: pd.DataFrame, keys: list[str], sort: bool = True) -> Iterator[tuple[tuple, pd.DataFrame]]:
+    """``(values of keys, rows)`` per distinct combination of ``keys`` (NaN kept as a value); the whole frame
+    under ``()`` when there are no keys. The values are always a tuple, whatever pandas' version returns."""
+    if not keys:
+        yield (), frame
+        return
+    for key, group in frame.groupby(keys, dropna=False, sort=sort):
+        yield (key if isinstance(key, tuple) else (key,)), group
+
+
 def _label(values: Iterable[Any], keys: list[str]) -> str:
     return ", ".join(f"{_short(k)}={v}" if k != "objective.variant" else str(v) for k, v in zip(keys, values, strict=True))
 
@@ -201,10 +208,8 @@ def study_table(record: SweepRecord, name: str, title: str, metrics: dict[str, s
     for key in row_keys:
         done[key] = done[key].astype(object).where(done[key].notna(), "-")
     group_keys = row_keys + ([column_key] if column_key else [])
-    groups = done.groupby(group_keys, dropna=False, sort=False) if group_keys else [((), done)]
     long_rows = []
-    for key, group in groups:
-        key = key if isinstance(key, tuple) else (key,)
+    for key, group in _groups(done, group_keys, sort=False):
         config = dict(zip(group_keys, key, strict=True))
         for metric, label in metrics.items():
             values = group[metric].dropna().astype(float)
@@ -361,10 +366,8 @@ def _lines(ax: Any, record: SweepRecord, metric: str) -> bool:
     if metric not in done or LATENT not in done:
         return False
     keys = [k for k in record.varied if k != LATENT]
-    groups = done.groupby(keys, dropna=False, sort=True) if keys else [((), done)]
     drawn = False
-    for key, group in groups:
-        key = key if isinstance(key, tuple) else (key,)
+    for key, group in _groups(done, keys):
         g = group.groupby(LATENT)[metric].agg(["mean", "std", "count"]).dropna(subset=["mean"]).sort_index()
         if g.empty:
             continue
@@ -419,9 +422,7 @@ def plot_label_efficiency(record: SweepRecord, path: Path) -> Path | None:
     colours = {}
     for ax, (probe, points) in zip(axes, sorted(curves.items()), strict=True):
         points.sort()
-        groups = done.groupby(keys, dropna=False, sort=True) if keys else [((), done)]
-        for key, group in groups:
-            key = key if isinstance(key, tuple) else (key,)
+        for key, group in _groups(done, keys):
             label = _label(key, keys) or probe
             colour = colours.setdefault(label, f"C{len(colours) % 10}")
             for rank, latent in enumerate(latents):

@@ -570,7 +570,7 @@ def _make_driver_class() -> type:
             for run in tracking.children(self.state.uri, self.state.parent_run_id):
                 if run.data.tags.get(tracking.TRIAL_TAG) == trial_id and run.info.status == "RUNNING":
                     if pruned:
-                        tracking.client(self.state.uri).set_tag(run.info.run_id, "aesweep.pruned", "true")
+                        tracking.client(self.state.uri).set_tag(run.info.run_id, tracking.PRUNED_TAG, "true")
                     tracking.set_status(self.state.uri, run.info.run_id, status, reason)
 
     return Driver
@@ -609,12 +609,9 @@ def trial_table(state: SweepState) -> list[dict[str, Any]]:
     rows = []
     for run in tracking.children(state.uri, state.parent_run_id):
         tags, metrics, params = run.data.tags, run.data.metrics, run.data.params
-        status = {"FINISHED": "finished", "RUNNING": "running", "FAILED": "failed", "KILLED": "pruned"}.get(
-            run.info.status, run.info.status.lower())
-        if status == "pruned" and tags.get("aesweep.pruned") != "true":
-            status = "stopped"
         rows.append({
-            "trial_id": tags.get(tracking.TRIAL_TAG, "?"), "status": status, "run_id": run.info.run_id,
+            "trial_id": tags.get(tracking.TRIAL_TAG, "?"), "status": tracking.trial_status(run),
+            "run_id": run.info.run_id,
             "variant": params.get("objective.variant"), "latent_dim": params.get("model.latent_dim"),
             "epochs": int(metrics.get("epoch", 0)), primary: metrics.get(primary),
             "reason": tags.get(tracking.FAILURE_TAG), "params": params, "metrics": metrics,

@@ -32,6 +32,7 @@ DEFAULT_URI = "sqlite:///mlflow.db"
 TRIAL_TAG = "aesweep.trial_id"
 SWEEP_TAG = "aesweep.sweep"
 FAILURE_TAG = "aesweep.failure"
+PRUNED_TAG = "aesweep.pruned"  # "true" on a KILLED child run that the scheduler stopped (vs. interrupted)
 
 
 def resolve_uri(spec_uri: str | None = None, cli_uri: str | None = None) -> str:
@@ -125,6 +126,16 @@ def children(uri: str, parent_run_id: str) -> list[Any]:
     parent = _retry(lambda: c.get_run(parent_run_id))
     return _retry(lambda: c.search_runs(
         [parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent_run_id}'", max_results=50_000))
+
+
+def trial_status(run: Any) -> str:
+    """A child run's trial status as aesweep shows it: finished, running, failed, pruned (stopped by the
+    scheduler) or stopped (KILLED otherwise: an interrupted sweep)."""
+    status = {"FINISHED": "finished", "RUNNING": "running", "FAILED": "failed", "KILLED": "pruned"}.get(
+        run.info.status, run.info.status.lower())
+    if status == "pruned" and run.data.tags.get(PRUNED_TAG) != "true":
+        status = "stopped"
+    return status
 
 
 def close_running_children(uri: str, parent_run_id: str, status: str = "KILLED",

@@ -43,24 +43,11 @@ LOOP_CONFIGS = [  # label, TrainConfig overrides, channels_last
 
 
 def loop_throughput(steps: int, warmup: int, batch: int) -> list[tuple[str, float]]:
-    from torch import nn
-    from train_throughput import load_baseline
+    from train_throughput import baseline_model
 
     from aesweep import data as datamod
     from aesweep import train, variants
-    from aesweep.model import AEOutput
     from aesweep.spec import DatasetConfig, TrialConfig
-
-    naive = load_baseline()
-
-    class BaselineAE(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.ae = naive.ConvAutoencoder(latent=32)
-
-        def forward(self, x: torch.Tensor) -> AEOutput:
-            z = self.ae.encoder(x)
-            return AEOutput(x_hat=self.ae.decoder(z), z=z, feature=z)
 
     device = torch.device("cuda")
     with tempfile.TemporaryDirectory() as root:
@@ -75,7 +62,7 @@ def loop_throughput(steps: int, warmup: int, batch: int) -> list[tuple[str, floa
         torch.manual_seed(0)
         cfg = TrialConfig.model_validate({"objective": {"variant": "ae"},
                                           "train": {"batch_size": batch, "lr": 1e-3, **overrides}})
-        model = BaselineAE()
+        model = baseline_model()
         loop = train.make_loop(cfg, model, variants.compose("ae", {}), True, device, channels_last=channels_last)
         generator = torch.Generator(device=device).manual_seed(0)
 

@@ -44,23 +44,17 @@ def load_baseline(path: Path = BASELINE):
     return module
 
 
-def run_ours(args: argparse.Namespace) -> None:
-    """The aesweep row, in this (fresh) process: prints ``aesweep img_per_s=...`` like the baseline does."""
+def baseline_model():
+    """naive_train.ConvAutoencoder (latent 32) behind aesweep's model interface (forward -> AEOutput): the same
+    modules, the same compute. Shared by this benchmark and bench/gpu.py."""
     import torch
     from torch import nn
 
-    from aesweep import data as datamod
-    from aesweep import train, variants
     from aesweep.model import AEOutput
-    from aesweep.spec import TrialConfig
 
-    torch.manual_seed(args.seed)
-    torch.set_num_threads(args.threads)
     naive = load_baseline()
 
     class BaselineAE(nn.Module):
-        """naive_train.ConvAutoencoder behind aesweep's model interface; the same modules, the same compute."""
-
         def __init__(self) -> None:
             super().__init__()
             self.ae = naive.ConvAutoencoder(latent=32)
@@ -69,6 +63,19 @@ def run_ours(args: argparse.Namespace) -> None:
             z = self.ae.encoder(x)
             return AEOutput(x_hat=self.ae.decoder(z), z=z, feature=z)
 
+    return BaselineAE()
+
+
+def run_ours(args: argparse.Namespace) -> None:
+    """The aesweep row, in this (fresh) process: prints ``aesweep img_per_s=...`` like the baseline does."""
+    import torch
+
+    from aesweep import data as datamod
+    from aesweep import train, variants
+    from aesweep.spec import TrialConfig
+
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(args.threads)
     overrides = dict(item.split("=", 1) for item in args.set if item)
     with tempfile.TemporaryDirectory() as root:  # the loader extracts the verified IDX files into its root
         cfg = TrialConfig.model_validate({
@@ -80,7 +87,7 @@ def run_ours(args: argparse.Namespace) -> None:
         device = train.pick_device(cfg.train.device)
         dataset = datamod.load_dataset(cfg.dataset, device)  # all 60000 train images, one uint8 tensor
     objective = variants.compose("ae", {})
-    model = BaselineAE()
+    model = baseline_model()
     loop = train.make_loop(cfg, model, objective, dataset.flip_ok, device)
     generator = torch.Generator(device=device).manual_seed(args.seed)
 

@@ -148,6 +148,18 @@ def tune_trials(experiment_path: str) -> dict[str, Any]:
     return {t.trial_id: t for t in ExperimentAnalysis(str(experiment_path)).trials}
 
 
+@pytest.fixture(scope="module")
+def local_ray():
+    """One local Ray (2 CPUs) for the in-process sweeps of a test module (startup costs ~5 s)."""
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
 @pytest.fixture
 def store(tmp_path) -> Store:
     return Store(tmp_path)

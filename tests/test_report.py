@@ -5,7 +5,6 @@ what `report` wrote and compare it with what MLflow holds.
 """
 from __future__ import annotations
 
-import logging
 import math
 import re
 from pathlib import Path
@@ -24,17 +23,6 @@ from tests.conftest import Store, cli, load, write_spec
 pytestmark = pytest.mark.slow
 
 PNG = b"\x89PNG\r\n\x1a\n"
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    import ray
-
-    if ray.is_initialized():
-        ray.shutdown()
-    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
-    yield ray
-    ray.shutdown()
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ No timing asserts: every test asserts what ends up in MLflow and in Ray Tune's e
 from __future__ import annotations
 
 import json
-import logging
 import math
 import os
 import signal
@@ -37,18 +36,6 @@ from tests.conftest import (
 )
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    """One local Ray for the in-process sweeps of this module (startup costs ~5 s)."""
-    import ray
-
-    if ray.is_initialized():
-        ray.shutdown()
-    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
-    yield ray
-    ray.shutdown()
 
 
 def run(store: Store, path: Path, overrides: list[str] | None = None, **kwargs) -> sweep.Outcome:

@@ -9,9 +9,11 @@ import contextlib
 import copy
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +23,21 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
+
+# The suite never reads or writes the user's home or caches: a clean machine and a used one run the same tests
+# (a used ~/.cache/aesweep once hid a dataset-preparation race that only an empty cache shows). Set here, at
+# import, so that every Ray worker and CLI subprocess the tests start inherits it. AESWEEP_TEST_KEEP=1 keeps the
+# directory for a look afterwards.
+_SANDBOX = Path(tempfile.mkdtemp(prefix="aesweep-tests-"))
+for _var, _sub in (("AESWEEP_DATA", "data"), ("HOME", "home"), ("XDG_CACHE_HOME", "home/.cache"),
+                   ("MPLCONFIGDIR", "home/.config/matplotlib"), ("TORCH_HOME", "home/.cache/torch")):
+    (_SANDBOX / _sub).mkdir(parents=True, exist_ok=True)
+    os.environ[_var] = str(_SANDBOX / _sub)
+
+
+def pytest_unconfigure(config):
+    if not os.environ.get("AESWEEP_TEST_KEEP"):
+        shutil.rmtree(_SANDBOX, ignore_errors=True)
 
 # The smallest trial that still exercises the whole path: train, validate, test metrics, a probe, a figure.
 TINY: dict[str, Any] = {

@@ -18,10 +18,12 @@ import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import filelock
 import torch
 import torch.nn.functional as F
 
@@ -35,7 +37,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DataError", "Split", "Source", "Dataset", "load_dataset", "data_root", "make_shapes", "iterate_batches",
-    "batch_indices", "to_float", "corrupt", "two_views", "FASHION_MNIST_DIRS", "IDX_MD5",
+    "batch_indices", "to_float", "corrupt", "two_views", "FASHION_MNIST_DIRS", "IDX_MD5", "preparing",
 ]
 
 # Where a system package may have installed Fashion-MNIST (Debian: dataset-fashion-mnist). Searched, in order, when
@@ -214,6 +216,39 @@ def data_root(cfg: DatasetConfig) -> Path:
     return Path(cfg.root or os.environ.get("AESWEEP_DATA") or "~/.cache/aesweep").expanduser()
 
 
+# How long a process waits for another one that is preparing the same dataset (a download of CIFAR-10 on a slow
+# link takes minutes) before it gives up with a message instead of hanging a trial forever.
+PREPARE_LOCK_TIMEOUT_S = 1800.0
+
+
+@contextmanager
+def preparing(root: Path, name: str, timeout: float = PREPARE_LOCK_TIMEOUT_S) -> Iterator[None]:
+    """Hold the inter-process lock for preparing dataset ``name`` under ``root`` (checks, extraction, download).
+
+    Any number of processes on any number of hosts may prepare one root at once (the first wave of trials of a
+    sweep, every new node of a cluster, nodes sharing the root over NFS): one of them prepares, the others wait and
+    then find the files already there and verified. ``filelock`` takes an ``fcntl`` lock on ``root/.NAME.lock``,
+    which NFSv4 and local filesystems honour; within the lock, files are still written under unique temporary
+    names and renamed into place atomically, so a reader never sees a half-written file.
+    """
+    lock: filelock.FileLock | None = filelock.FileLock(str(root / f".{name}.lock"), timeout=timeout)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        lock.acquire()
+    except filelock.Timeout:
+        raise DataError(f"{name}: another process has held {lock.lock_file} for over {timeout:.0f} s while "
+                        "preparing the dataset; if none is running, delete that file") from None
+    except OSError:
+        # A read-only root (a shared, pre-filled dataset directory): nothing will be written there, so there is
+        # nothing to serialise; a missing file still fails below with its own one-line message.
+        lock = None
+    try:
+        yield
+    finally:
+        if lock is not None:
+            lock.release()
+
+
 _md5_memo: dict[tuple[str, int, int], str] = {}
 
 
@@ -306,14 +341,15 @@ def cifar10(cfg: DatasetConfig) -> Source:
     cls, root = torchvision.datasets.CIFAR10, data_root(cfg)
     folder = root / cls.base_folder
     md5s = {folder / f: md5 for f, md5 in [*cls.train_list, *cls.test_list, (cls.meta["filename"], cls.meta["md5"])]}
-    missing = [path for path in md5s if not path.is_file()]
-    for path, md5 in md5s.items():
-        if path not in missing:
-            _check(path, md5)
-    if missing:
-        if not cfg.download:
-            raise _not_found("cifar10", missing[0])
-        _download("cifar10", root, missing, lambda tmp: _fetch(cls, tmp), md5s)
+    with preparing(root, "cifar10"):
+        missing = [path for path in md5s if not path.is_file()]
+        for path, md5 in md5s.items():
+            if path not in missing:
+                _check(path, md5)
+        if missing:
+            if not cfg.download:
+                raise _not_found("cifar10", missing[0])
+            _download("cifar10", root, missing, lambda tmp: _fetch(cls, tmp), md5s)
 
     def split(train: bool) -> tuple[Split, list[str]]:
         ds = _construct("cifar10", lambda: cls(str(root), train=train, download=False), folder)
@@ -364,9 +400,14 @@ def _idx_files(cls: type, root: Path, search_dirs: tuple[Path, ...]) -> list[Pat
             fresh = out.is_file() and out.stat().st_size == _gz_size(src)  # a stale extraction is redone
             if archive_ok and fresh:
                 continue
-            part = None if fresh else out.with_name(out.name + ".part")
-            if part is not None:
+            part = None
+            if not fresh:
+                # A unique name even under the lock: a process whose lock was broken (or a root that a lockless
+                # older aesweep also writes to) can never rename another's extraction away.
                 raw.mkdir(parents=True, exist_ok=True)
+                handle, part_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".part", dir=raw)
+                os.close(handle)
+                part = Path(part_name)
                 staged.append((part, out))
             got = _gunzip(src, part)
             if got is None or (not archive_ok and got != want):
@@ -382,13 +423,14 @@ def _idx_files(cls: type, root: Path, search_dirs: tuple[Path, ...]) -> list[Pat
 
 def _idx_dataset(name: str, cls: type, cfg: DatasetConfig, flip_ok: bool, search_dirs: tuple[Path, ...] = ()):
     root = data_root(cfg)
-    missing = _idx_files(cls, root, search_dirs)
-    if missing:
-        if not cfg.download:
-            raise _not_found(name, missing[0])
-        md5s = {root / cls.__name__ / "raw" / os.path.basename(f): md5 for f, md5 in cls.resources}
-        _download(name, root, missing, lambda tmp: _fetch(cls, tmp), md5s)
-        _idx_files(cls, root, search_dirs)
+    with preparing(root, name):
+        missing = _idx_files(cls, root, search_dirs)
+        if missing:
+            if not cfg.download:
+                raise _not_found(name, missing[0])
+            md5s = {root / cls.__name__ / "raw" / os.path.basename(f): md5 for f, md5 in cls.resources}
+            _download(name, root, missing, lambda tmp: _fetch(cls, tmp), md5s)
+            _idx_files(cls, root, search_dirs)
 
     def split(train: bool) -> Split:
         ds = _construct(name, lambda: cls(str(root), train=train, download=False), root / cls.__name__ / "raw")

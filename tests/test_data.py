@@ -28,7 +28,10 @@ def md5(raw: bytes) -> str:
 
 
 def snapshot(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): md5(p.read_bytes()) for p in sorted(root.rglob("*")) if p.is_file()}
+    """Every data file under ``root`` and its md5; the empty inter-process lock files (``.NAME.lock``, see
+    data.preparing) are not data and stay after a failed preparation by design."""
+    return {str(p.relative_to(root)): md5(p.read_bytes()) for p in sorted(root.rglob("*"))
+            if p.is_file() and not (p.name.startswith(".") and p.name.endswith(".lock"))}
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -169,7 +172,8 @@ def test_cifar10_failed_download_leaves_nothing_behind(cifar, monkeypatch):
     assert "data_batch_1 not found and download failed (URLError" in message and "\n" not in message
     assert err.value.__suppress_context__  # no torchvision traceback chained underneath
     assert snapshot(root) == before
-    assert [p.name for p in root.iterdir()] == ["cifar-10-batches-py"]  # the temporary directory is gone
+    # the temporary directory is gone (the lock file stays, empty)
+    assert sorted(p.name for p in root.iterdir()) == [".cifar10.lock", "cifar-10-batches-py"]
 
 
 def test_cifar10_corrupt_download_is_not_moved_into_place(cifar, monkeypatch):
@@ -329,6 +333,99 @@ def test_fashion_mnist_real_files(tmp_path):
     assert torch.equal(torch.bincount(ds.train.labels, minlength=10), torch.full((10,), 6000))
     assert torch.equal(torch.bincount(ds.test.labels, minlength=10), torch.full((10,), 1000))
     assert 0 < ds.train.images.float().mean() < 255
+
+
+# The worker of the concurrent-preparation test: waits for the start signal, loads Fashion-MNIST from an empty
+# root, prints a digest of the arrays it got (or the error it hit).
+_PREPARE_WORKER = r"""
+import hashlib, sys, time
+from pathlib import Path
+root, go = sys.argv[1], Path(sys.argv[2])
+from aesweep.data import load_dataset
+from aesweep.spec import DatasetConfig
+while not go.exists():
+    time.sleep(0.005)
+try:
+    ds = load_dataset(DatasetConfig(name="fashion_mnist", root=root, download=False, val_fraction=0))
+except Exception as err:
+    print("ERROR", type(err).__name__, err)
+    sys.exit(1)
+digest = hashlib.sha256()
+for split in (ds.train, ds.test):
+    digest.update(split.images.numpy().tobytes())
+    digest.update(split.labels.numpy().tobytes())
+print("OK", len(ds.train), len(ds.test), digest.hexdigest())
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (REAL_FASHION / "train-images-idx3-ubyte.gz").exists(),
+                    reason="real Fashion-MNIST not installed (Debian package dataset-fashion-mnist)")
+def test_eight_processes_prepare_one_empty_root_at_once(tmp_path):
+    """The first wave of a sweep on a new machine (or every node of a cluster sharing a root): 8 processes
+    extract Fashion-MNIST into one empty root at the same moment. All get the same, verified arrays; no
+    temporary file is left behind."""
+    import subprocess
+    import sys
+
+    root, go = tmp_path / "root", tmp_path / "go"
+    procs = [subprocess.Popen([sys.executable, "-c", _PREPARE_WORKER, str(root), str(go)],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(8)]
+    # Every process is imported and polling before the signal (imports take seconds on 2 cores; a generous fixed
+    # wait keeps the start simultaneous without a timing assert).
+    import time
+
+    time.sleep(2.0)
+    go.touch()
+    outputs = [p.communicate(timeout=300)[0].strip().splitlines()[-1] for p in procs]
+    assert all(p.returncode == 0 for p in procs), outputs
+    assert len(set(outputs)) == 1, outputs
+    assert outputs[0].startswith("OK 60000 10000 ")
+    raw = root / "FashionMNIST" / "raw"
+    for name, expected in data.IDX_MD5["FashionMNIST"].items():
+        assert hashlib.md5((raw / name).read_bytes()).hexdigest() == expected
+    assert not [p.name for p in raw.iterdir() if p.name.endswith(".part")]
+
+
+def test_preparing_serialises_writers_across_processes(tmp_path):
+    """Two holders of one dataset's lock never overlap: a child process cannot take it while we hold it."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    took = ctx.Event()
+    with data.preparing(tmp_path, "x"):
+        child = ctx.Process(target=_take_lock, args=(str(tmp_path), took))
+        child.start()
+        assert not took.wait(1.0)
+    assert took.wait(60)
+    child.join(30)
+    assert child.exitcode == 0
+
+
+def _take_lock(root: str, took) -> None:
+    with data.preparing(Path(root), "x"):
+        took.set()
+
+
+def test_preparing_times_out_with_one_line(tmp_path):
+    with data.preparing(tmp_path, "x"):
+        import multiprocessing as mp
+
+        ctx = mp.get_context("spawn")
+        queue = ctx.Queue()
+        child = ctx.Process(target=_lock_with_timeout, args=(str(tmp_path), queue))
+        child.start()
+        message = queue.get(timeout=60)
+        child.join(30)
+    assert message.startswith("x: another process has held ") and ".x.lock" in message and "\n" not in message
+
+
+def _lock_with_timeout(root: str, queue) -> None:
+    try:
+        with data.preparing(Path(root), "x", timeout=0.2):
+            queue.put("took it")
+    except DataError as err:
+        queue.put(str(err))
 
 
 # --------------------------------------------------------------------------------------------------------------

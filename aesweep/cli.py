@@ -52,8 +52,12 @@ def _version(value: bool) -> None:
 def _root(
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")]
     = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show the full traceback of an unexpected error "
+                                        "(also AESWEEP_DEBUG=1).")] = False,
 ) -> None:
     """aesweep: compare autoencoders with one YAML file and one command."""
+    if debug:
+        os.environ["AESWEEP_DEBUG"] = "1"
 
 
 def _fail(message: str) -> NoReturn:
@@ -68,10 +72,21 @@ def _print_problems(err: SpecError) -> None:
         errors.print(str(problem), markup=False, highlight=False, soft_wrap=True)
 
 
+def checked_spec(path: Path, overrides: list[str] | None = None, stages: list[str] | None = None) -> SweepSpec:
+    """Load and validate a spec, including whether its largest model fits the device that would train it.
+    Raises SpecError."""
+    from aesweep import capacity
+
+    spec = load_spec(path, overrides or [], stages or [])
+    if found := capacity.problems(spec):
+        raise SpecError(found)
+    return spec
+
+
 def load_or_exit(path: Path, overrides: list[str] | None = None, stages: list[str] | None = None) -> SweepSpec:
     """Load a spec or print its problems and exit 2."""
     try:
-        return load_spec(path, overrides or [], stages or [])
+        return checked_spec(path, overrides, stages)
     except SpecError as err:
         _print_problems(err)
         raise typer.Exit(EXIT_BAD_INPUT) from None
@@ -88,7 +103,7 @@ def validate(
     bad = 0
     for path in files:
         try:
-            spec = load_spec(path, set_ or [], stage or [])
+            spec = checked_spec(path, set_ or [], stage or [])
         except SpecError as err:
             bad += 1
             _print_problems(err)
@@ -97,7 +112,7 @@ def validate(
         if not stage:  # every stage of the file must stay valid, not only the one run last
             for name in spec.stages:
                 try:
-                    checks.append(([name], load_spec(path, set_ or [], [name])))
+                    checks.append(([name], checked_spec(path, set_ or [], [name])))
                 except SpecError as err:
                     bad += 1
                     _print_problems(err)
@@ -186,9 +201,14 @@ def train_one(
             result = train.run_trial(trial, report, resume_from, workdir=out, on_batch=on_batch)
         except datamod.DataError as err:
             _fail(str(err))
+        except Exception as err:
+            if not train.is_out_of_memory(err) or os.environ.get("AESWEEP_DEBUG"):
+                raise
+            # As in a sweep: a trial that runs out of memory failed, with the reason.
+            result = train.TrialResult("failed", 0, {}, [], reason=train.failure_reason(err))
 
     if result.status == "failed":
-        errors.print(f"trial failed: {result.reason}", markup=False, highlight=False)
+        errors.print(f"trial failed: {result.reason}", markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(1)
     table = Table(title=f"{spec.name}: final metrics after {result.epochs} epoch(s)"
                   + (" (early stop)" if result.stopped_early else ""), title_justify="left")
@@ -448,9 +468,28 @@ def _finish(outcome) -> None:
                       highlight=False)
 
 
+# Errors a user causes (their input, their data, their machine's limits): one line and exit 2, like a bad spec.
+_USER_ERRORS: tuple[type[BaseException], ...] = (OSError, MemoryError, UnicodeError, ValueError)
+
+
 def main() -> None:
+    """The console entry point: every error reaches the user as one line, never a traceback (unless --debug or
+    AESWEEP_DEBUG=1 asks for one). Usage errors stay click's (its message, exit 2)."""
     try:
         app()
     except KeyboardInterrupt:
         errors.print("interrupted")
         sys.exit(130)
+    except Exception as err:
+        if os.environ.get("AESWEEP_DEBUG"):
+            raise
+        if isinstance(err, SpecError):
+            _print_problems(err)
+            sys.exit(EXIT_BAD_INPUT)
+        from aesweep import data as datamod
+        from aesweep.train import failure_reason, is_out_of_memory
+
+        user = isinstance(err, (datamod.DataError, *_USER_ERRORS)) or is_out_of_memory(err)
+        hint = "" if user else " (unexpected: run again with --debug for the traceback, and please report it)"
+        errors.print(f"aesweep: {failure_reason(err)}{hint}", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(EXIT_BAD_INPUT if user else 1)

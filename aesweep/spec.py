@@ -37,7 +37,7 @@ from pydantic import (
 )
 from pydantic.fields import FieldInfo
 
-from aesweep import registry, variants
+from aesweep import registry, variants, yamlsafe
 
 # --------------------------------------------------------------------------------------------------------------
 # Name checks against the registries. Datasets and backbones register from modules that import torch, so the
@@ -525,8 +525,15 @@ class SweepSpec(Strict):
 
     _source: str | None = PrivateAttr(default=None)
     _data: dict[str, Any] = PrivateAttr(default_factory=dict)
+    _locate: Callable[[tuple], tuple[int | None, str]] | None = PrivateAttr(default=None)
 
     # -- identity ---------------------------------------------------------------------------------------------
+    def problem(self, loc: tuple, message: str) -> Problem:
+        """A problem at ``loc`` (a field path) of this spec, with the line that set the field (its stage or
+        --set origin named), for checks made after parsing (such as the memory estimate)."""
+        line, origin = self._locate(loc) if self._locate is not None else (None, "")
+        return Problem(self._source or "<spec>", line, _loc_path(loc) + origin, message)
+
     @property
     def source(self) -> str | None:
         """The file this spec was loaded from, if any."""
@@ -803,7 +810,11 @@ def _apply_override(data: dict[str, Any], override: str) -> tuple[str, ...]:
         raise ValueError(f"--set {override!r}: expected dotted.key=value")
     key, raw = override.split("=", 1)
     try:
+        if raw.strip():
+            yamlsafe.scan(raw)
         value = yaml.safe_load(raw) if raw.strip() else None
+    except yamlsafe.DocumentError as err:
+        raise ValueError(f"--set {key}: {err.message}") from None
     except yaml.YAMLError as err:
         raise ValueError(f"--set {override!r}: value is not valid YAML ({err})") from None
     try:
@@ -845,6 +856,7 @@ def parse_spec(text: str, file: str = "<spec>", overrides: Iterable[str] = (),
     (the ``--set`` strings)."""
     problems: list[Problem] = []
     try:
+        yamlsafe.scan(text)  # bounded before anything composes, recurses or copies the document
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:
@@ -852,6 +864,8 @@ def parse_spec(text: str, file: str = "<spec>", overrides: Iterable[str] = (),
         problem = getattr(err, "problem", None) or str(err)
         raise SpecError([Problem(file, mark.line + 1 if mark else None, "yaml", problem,
                                  column=mark.column + 1 if mark else None)]) from None
+    except yamlsafe.DocumentError as err:
+        raise SpecError([Problem(file, err.line, err.field, err.message, column=err.column)]) from None
     if node is None or not isinstance(data, dict):
         raise SpecError([Problem(file, 1, "(top level)", "a spec is a mapping with at least a name")])
     lines = _line_map(node, problems, file)
@@ -905,6 +919,7 @@ def parse_spec(text: str, file: str = "<spec>", overrides: Iterable[str] = (),
         raise SpecError(problems)
     assert spec is not None
     spec._source, spec._data = file, data
+    spec._locate = lambda loc: (line_of(loc), origin(loc))
     return spec
 
 
@@ -912,9 +927,11 @@ def load_spec(path: str | Path, overrides: Iterable[str] = (), stages: Iterable[
     """Read and validate a spec file. Raises SpecError (never a bare pydantic or YAML exception)."""
     file = str(path)
     try:
-        text = Path(path).read_text()
+        text = yamlsafe.read_text(path)
     except OSError as err:
         raise SpecError([Problem(file, None, "(file)", err.strerror or str(err))]) from None
+    except yamlsafe.DocumentError as err:
+        raise SpecError([Problem(file, err.line, err.field, err.message, column=err.column)]) from None
     return parse_spec(text, file, overrides, stages)
 
 

@@ -170,7 +170,7 @@ def trainable(config: dict[str, Any]) -> None:
     import torch
     from ray import tune
 
-    from aesweep.train import load_checkpoint, pick_device, run_trial
+    from aesweep.train import failure_reason, load_checkpoint, pick_device, run_trial
 
     ctx = config["aesweep"]
     cfg = trial_config(config)
@@ -218,7 +218,7 @@ def trainable(config: dict[str, Any]) -> None:
             raise  # Tune's own control flow (a stop, a lost actor): not the trial's failure
         # An error in the trial's own code or data is deterministic: retrying it would only fail again.
         # FailureConfig(max_failures) stays for what it is for: a process or node that died.
-        reason = f"{type(err).__name__}: {err}"
+        reason = failure_reason(err)
     if reason is not None:
         run.end("FAILED", reason)
         # A result, not an exception: Ray must not retry a NaN (it would NaN again); no metric, so neither the

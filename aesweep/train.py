@@ -449,3 +449,21 @@ def evaluate_stored(cfg: TrialConfig, directory: str | Path, out_dir: str | Path
     model.load_state_dict(state)
     model.to(device)
     return evaluate(model, dataset, cfg, out_dir, seed=cfg.train.seed)
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    """CUDA's out-of-memory error, the CPU allocator's (a RuntimeError), or Python's MemoryError."""
+    if isinstance(err, MemoryError | torch.cuda.OutOfMemoryError):
+        return True
+    text = str(err)
+    return isinstance(err, RuntimeError) and any(s in text for s in ("can't allocate memory", "out of memory",
+                                                                      "not enough memory"))
+
+
+def failure_reason(err: BaseException) -> str:
+    """One line for an exception that ended a trial; an out-of-memory error says so first, since it is the
+    user's to fix (a smaller model, batch or a larger resources.gpu share)."""
+    text = " ".join(str(err).split())
+    if is_out_of_memory(err):
+        return f"out of memory ({type(err).__name__}: {text[:300]}); use a smaller model or batch"
+    return f"{type(err).__name__}: {text[:2000]}"

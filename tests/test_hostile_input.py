@@ -1,0 +1,181 @@
+"""Hostile or absurd input: one line naming the file, line and field, exit 2, bounded memory, nothing written.
+
+Each case runs the real CLI in a subprocess and reads its peak resident memory from the kernel (wait4), so a case
+that expands a document or allocates a model would show up here as hundreds of MB or a MemoryError.
+"""
+from __future__ import annotations
+
+import os
+import resource
+import subprocess
+import sys
+import tracemalloc
+from pathlib import Path
+
+import pytest
+
+from aesweep import capacity, yamlsafe
+from aesweep.spec import SpecError, load_spec, parse_spec
+
+from .conftest import REPO, cli_env
+
+MB = 1 << 20
+
+
+# Runs the CLI as `python -m aesweep` does, and at exit writes the process's peak resident memory (VmHWM: the
+# high-water mark of this program's own address space, unlike ru_maxrss, which also counts the parent's pages
+# between fork and exec) to the file named by $AESWEEP_TEST_HWM.
+_LAUNCHER = """
+import atexit, os, runpy, sys
+def peak():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            open(os.environ["AESWEEP_TEST_HWM"], "w").write(line.split()[1])
+atexit.register(peak)
+sys.argv = ["aesweep", *sys.argv[1:]]
+runpy.run_module("aesweep", run_name="__main__", alter_sys=True)
+"""
+
+
+def run_cli(*args: str, cwd: Path, limit_as: int | None = None) -> tuple[int, str, str, int]:
+    """``python -m aesweep ARGS``: (exit code, stdout, stderr, peak resident memory in bytes)."""
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (limit_as, limit_as))
+
+    hwm = cwd.parent / f"{cwd.name}.hwm"
+    env = cli_env({"PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+                   "AESWEEP_TEST_HWM": str(hwm)})
+    proc = subprocess.run([sys.executable, "-c", _LAUNCHER, *args], cwd=cwd, capture_output=True, text=True,
+                          env=env, timeout=120, preexec_fn=limit if limit_as else None)
+    peak = int(hwm.read_text()) * 1024
+    hwm.unlink()
+    return proc.returncode, proc.stdout, proc.stderr, peak
+
+
+def billion_laughs(levels: int = 9, fan: int = 9) -> str:
+    lines = ["name: lol", "a0: &a0 [" + ", ".join(['"lol"'] * fan) + "]"]
+    lines += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * fan) + "]" for i in range(1, levels + 1)]
+    return "\n".join([*lines, f"model: {{latent_dim: *a{levels}}}", ""])
+
+
+# name -> (file bytes, the exact start of the one line it must print after "FILE")
+CASES: dict[str, tuple[bytes, str]] = {
+    "billion-laughs": (billion_laughs().encode(), ":7: yaml: alias *a4 expands the document past 100,000 values"),
+    "not-utf8": (b"name: x\nmodel:\n  latent_dim: 4  # \xff\xfe\n", ":3:20: (file): not UTF-8 text (byte 0xff"),
+    "utf16-bom": ("name: x\n".encode("utf-16"), ":1:1: (file): not UTF-8 text (byte 0xff"),
+    "deep-brackets": (b"name: deep\nmodel: {latent_dim: " + b"[" * 5000 + b"]" * 5000 + b"}\n",
+                      ":2:83: yaml: nested more than 64 levels deep"),
+    "100-MB-file": (b"name: big\n" + b"# padding\n" * 10_000_000, ": (file): 95.4 MiB; a sweep file is at most 1 MiB"),
+    "huge-list": (b"name: l\nmodel: {latent_dim: {grid: [" + b",".join([b"1"] * 150_000) + b"]}}\n",
+                  ":2: yaml: more than 100,000 values"),
+    "huge-latent": (b"name: huge\nmodel: {latent_dim: 2000000000}\n",
+                    ":2: model.latent_dim: the largest trial needs at least 240 TiB to train"),
+    "huge-width": (b"name: wide\nmodel:\n  backbone: conv\n  width: 1000000\n",
+                   ":4: model.width: the largest trial needs at least"),
+    "huge-searched-latent": (b"name: s\nmodel: {backbone: mlp, latent_dim: {int: [2, 3000000000], log: true}}\n",
+                             ":2: model.latent_dim: the largest trial needs a tensor larger than 2^63 bytes"),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_hostile_spec_is_one_line_exit_2_in_bounded_memory(case, tmp_path):
+    content, expected = CASES[case]
+    path = tmp_path / f"{case}.yaml"
+    path.write_bytes(content)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    code, out, err, peak = run_cli("validate", str(path), cwd=tmp_path)
+    lines = err.strip().splitlines()
+    assert code == 2, (out, err)
+    assert len(lines) == 1 and lines[0].startswith(str(path) + expected), err
+    assert "Traceback" not in err and out == ""
+    # The checks before the model estimate import no torch: tens of MB. The model estimate imports torch (~0.6
+    # GB resident with its CUDA libraries mapped) but builds the model on the meta device: no parameter storage.
+    bound = 100 * MB if case.startswith(("billion", "not", "utf16", "deep", "100", "huge-list")) else 1000 * MB
+    assert peak < bound, f"{case}: peak RSS {peak / MB:.0f} MB"
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written
+
+
+def test_alias_reuse_within_bounds_is_fine():
+    spec = parse_spec("name: reuse\ntrain: &t {epochs: 2, batch_size: 64}\nstages:\n  again: {train: *t}\n",
+                      "s.yaml")
+    assert spec.train.epochs == 2 and spec.stages["again"]["train"]["batch_size"] == 64
+
+
+def test_scan_counts_what_aliases_expand_to():
+    # the mapping, key a, a's list of 3, key b, b's list, and each alias counted as the 4 values it stands for
+    assert yamlsafe.scan("a: &x [1, 2, 3]\nb: [*x, *x]\n") == 1 + 1 + 4 + 1 + 1 + 4 + 4
+    with pytest.raises(yamlsafe.DocumentError) as err:
+        yamlsafe.scan(billion_laughs(levels=4, fan=10), max_values=10_000)
+    assert err.value.line == 5 and "alias *a2" in err.value.message  # line 5 defines a3 from *a2
+
+
+def test_hostile_set_value_is_bounded():
+    with pytest.raises(SpecError) as err:
+        parse_spec("name: s\n", "s.yaml", ["model.latent_dim=" + "[" * 100 + "]" * 100])
+    assert [str(p) for p in err.value.problems] == [
+        "s.yaml: --set: --set model.latent_dim: nested more than 64 levels deep; a sweep file needs a handful"]
+
+
+def test_memory_estimate_in_process_allocates_nothing_of_the_model():
+    tracemalloc.start()
+    with pytest.raises(SpecError):
+        from aesweep.cli import checked_spec
+
+        path = REPO / "tests" / "_huge.yaml"
+        try:
+            path.write_text("name: huge\nmodel: {latent_dim: 2000000000}\n")
+            checked_spec(path)
+        finally:
+            path.unlink()
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < 100 * MB
+
+
+def test_memory_estimate_counts_the_real_parameters():
+    spec = load_spec(REPO / "sweeps" / "quickstart.yaml")
+    trial = spec.resolve(capacity.largest)
+    need = capacity.estimate(trial)
+    import math
+
+    from aesweep import variants
+    from aesweep.model import AutoEncoder
+
+    o = trial.objective
+    objective = variants.compose(o.variant, {k: getattr(o, k) for k in variants.KNOBS}, o.recon_weight,
+                                 elements_per_image=math.prod((1, 28, 28)))
+    real = AutoEncoder.from_config(trial.model, objective, (1, 28, 28), 10)
+    assert need.parameters == sum(p.numel() for p in real.parameters())
+    assert need.bytes > need.parameters * capacity.BYTES_PER_PARAMETER  # activations counted on top
+    assert trial.model.latent_dim == max(spec.model.latent_dim.options)  # the largest of the grid
+
+
+def test_every_shipped_sweep_fits_this_machine():
+    for path in sorted((REPO / "sweeps").glob("*.yaml")):
+        spec = load_spec(path)
+        assert capacity.problems(spec) == [], path
+
+
+def test_train_one_that_runs_out_of_memory_is_a_failed_trial_not_a_traceback(tmp_path):
+    # Passes the estimate (7 GiB < this machine's RAM) but the process may only map 4.5 GB: the allocation
+    # fails at once, exactly as on a machine without the memory, without touching any.
+    spec = tmp_path / "oom.yaml"
+    spec.write_text("name: oom\ndataset: {name: shapes, train_size: 200, test_size: 50}\n"
+                    "model: {backbone: mlp, latent_dim: 300000, depth: 1}\ntrain: {epochs: 1, batch_size: 8}\n"
+                    "eval: {probes: [], clustering: [], figures: []}\n")
+    assert capacity.problems(load_spec(spec)) == []
+    code, out, err, _ = run_cli("train-one", str(spec), "--out", str(tmp_path / "out"), cwd=tmp_path,
+                                limit_as=4_500_000_000)
+    assert code == 1, (out, err)
+    assert err.strip().splitlines() == [err.strip()] and err.startswith("trial failed: out of memory ("), err
+    assert "Traceback" not in err
+
+
+def test_unexpected_errors_are_one_line_unless_debug(tmp_path):
+    # A sweep directory whose state file is garbage: not a spec problem, still one line.
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "aesweep.json").write_text("{not json")
+    code, _, err, _ = run_cli("status", str(tmp_path / "broken"), cwd=tmp_path)
+    assert code in (1, 2) and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    code, _, err, _ = run_cli("--debug", "status", str(tmp_path / "broken"), cwd=tmp_path)
+    assert code == 1 and "Traceback" in err

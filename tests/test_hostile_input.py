@@ -116,17 +116,14 @@ def test_hostile_set_value_is_bounded():
         "s.yaml: --set: --set model.latent_dim: nested more than 64 levels deep; a sweep file needs a handful"]
 
 
-def test_memory_estimate_in_process_allocates_nothing_of_the_model():
+def test_memory_estimate_in_process_allocates_nothing_of_the_model(tmp_path):
+    from aesweep.cli import checked_spec
+
+    path = tmp_path / "huge.yaml"
+    path.write_text("name: huge\nmodel: {latent_dim: 2000000000}\n")
     tracemalloc.start()
     with pytest.raises(SpecError):
-        from aesweep.cli import checked_spec
-
-        path = REPO / "tests" / "_huge.yaml"
-        try:
-            path.write_text("name: huge\nmodel: {latent_dim: 2000000000}\n")
-            checked_spec(path)
-        finally:
-            path.unlink()
+        checked_spec(path)
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     assert peak < 100 * MB

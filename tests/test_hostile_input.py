@@ -120,6 +120,8 @@ def test_memory_estimate_in_process_allocates_nothing_of_the_model(tmp_path):
     from aesweep.cli import checked_spec
 
     path = tmp_path / "huge.yaml"
+    path.write_text("name: huge\nmodel: {latent_dim: 32}\n")
+    checked_spec(path)  # imports (torch, the model code) happen here, not under the trace
     path.write_text("name: huge\nmodel: {latent_dim: 2000000000}\n")
     tracemalloc.start()
     with pytest.raises(SpecError):

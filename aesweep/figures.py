@@ -538,6 +538,9 @@ def loss_curves(ctx: _Context) -> Figure:
             epochs, values = zip(*points[key], strict=True)
             ax.plot(epochs, values, marker="o" if len(epochs) <= 30 else None, ms=3, color=colour,
                     label=key.split("/")[0].replace("val", "validation").replace("train", "training"))
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss (the trial's objective)")
     ax.grid(alpha=0.3)

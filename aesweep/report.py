@@ -257,7 +257,8 @@ def study_table(record: SweepRecord, name: str, title: str, metrics: dict[str, s
             best = pick(entries, key=lambda e: e[1])[0] if ranked else None
             for row, mean, spread in entries:
                 means.at[row, col] = mean
-                text = _fmt(mean, metric) + (f" ± {spread:.2g}" if record.replicate and math.isfinite(spread) else "")
+                spread_shown = record.replicate and math.isfinite(spread) and not metric.startswith(PARAM_COUNT)
+                text = _fmt(mean, metric) + (f" ± {spread:.2g}" if spread_shown else "")
                 cells.at[row, col] = f"**{text}**" if row == best else text
     stats = stats.rename(columns={"_level": level or "label"})
     return Table(name, title, means, cells, stats)
@@ -315,7 +316,7 @@ def val_test_table(record: SweepRecord) -> Table | None:
         short = m[len("val/"):]
         if m.startswith("val/") and "/" not in short and f"test/{short}" in record.metric_columns:
             metrics[m], metrics[f"test/{short}"] = f"{short} (val)", f"{short} (test)"
-    return study_table(record, "val_test", "Validation (last epoch) and test values", metrics, "metric")
+    return study_table(record, "val_test", "Validation (last epoch) and test values", metrics, "measure")
 
 
 def params_table(record: SweepRecord) -> Table | None:

@@ -94,6 +94,9 @@ def _draw(ax: Any, curves: list[dict[str, list[tuple[int, float]]]]) -> None:
             ax.plot(steps, values, color=colour, lw=1.2, alpha=0.8 if len(curves) > 1 else 1.0,
                     label=None if key in labelled else name)
             labelled.add(key)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
     ax.set_xlabel("epoch", fontsize=8)
     ax.set_ylabel("loss", fontsize=8)
     ax.tick_params(labelsize=7)

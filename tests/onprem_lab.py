@@ -17,6 +17,7 @@ Needs root, iproute2, util-linux (unshare, nsenter), openssh-server, openssh-cli
 """
 from __future__ import annotations
 
+import atexit
 import concurrent.futures
 import contextlib
 import ctypes
@@ -108,6 +109,7 @@ class Lab:
         lab = cls(Path(f"/var/tmp/aesweep-lab-{tag}"), switch=f"aes{tag}-sw")
         lab.root.mkdir(mode=0o700)
         (lab.root / "shared").mkdir()
+        atexit.register(lab.destroy)  # also when the test process is interrupted mid-fixture
         try:
             run("ip", "netns", "add", lab.switch)
             run("ip", "-n", lab.switch, "link", "add", "br0", "type", "bridge")
@@ -215,6 +217,7 @@ class Lab:
         namespaces and the lab's directory. Safe to call twice and after a half-built lab."""
         if self._laptop_pool is not None:
             self._laptop_pool.shutdown(wait=False, cancel_futures=True)
+            self._laptop_pool = None
         for host in self.hosts.values():
             if host.init is None:
                 continue

@@ -65,7 +65,7 @@ class Cluster:
                                    ("~/.ssh/aesweep-lab", str(self.lab.key)),
                                    ("YOUR_ENV", str(Path(os.sys.prefix)))):
             text = text.replace(placeholder, value)
-        assert "YOUR_" not in text
+        assert "YOUR_" not in yaml.safe_dump(yaml.safe_load(text))  # comments may keep theirs
         self.config.write_text(text)
         # This machine's share of a lab: a worker is 1 CPU and every node's object store small (2 cores and
         # 24 GiB shared by several hosts); MLflow with one server process. A real machine needs none of this.

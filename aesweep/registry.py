@@ -22,6 +22,7 @@ REGISTERING_MODULES = (
     "aesweep.variants",
     "aesweep.metrics",
     "aesweep.probes",
+    "aesweep.schedules",
 )
 
 
@@ -83,6 +84,7 @@ VARIANTS: Registry[Any] = Registry("variant")
 METRICS: Registry[Any] = Registry("metric")
 PROBES: Registry[Any] = Registry("probe")
 CLUSTERERS: Registry[Any] = Registry("clusterer")
+SCHEDULES: Registry[Any] = Registry("lr schedule")
 
 ALL = {
     "datasets": DATASETS,
@@ -92,6 +94,7 @@ ALL = {
     "metrics": METRICS,
     "probes": PROBES,
     "clustering": CLUSTERERS,
+    "lr schedules": SCHEDULES,
 }
 
 _loaded = False

@@ -81,8 +81,11 @@ def step(i: int, epochs: int, warmup: int, lr: float, *, step_epochs: int = 10, 
 
 @schedule("onecycle", min_warmup=1)
 def onecycle(i: int, epochs: int, warmup: int, lr: float) -> float:
-    """One cycle (torch's OneCycleLR, cosine, per epoch): up from lr/25 to train.lr over warmup_epochs, then
-    down to lr/2.5e5 at the last epoch; warmup_epochs (>= 1) is the rising phase."""
+    """One cycle per epoch: cosine up from lr/25 to train.lr over warmup_epochs, then down to lr/2.5e5.
+
+    torch's OneCycleLR (anneal_strategy cos, pct_start = warmup_epochs / epochs) stepped once per epoch: the
+    peak is at epoch warmup_epochs, the last epoch at the final rate; warmup_epochs (>= 1) is the rising phase.
+    """
     start, end = lr / ONECYCLE_DIV, lr / (ONECYCLE_DIV * ONECYCLE_FINAL_DIV)
     peak = warmup - 1  # the epoch at the full rate, as OneCycleLR with pct_start = warmup / epochs places it
     if i <= peak:

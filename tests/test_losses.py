@@ -316,6 +316,7 @@ TERM_SETUPS = {
     "nt_xent": {"heads": {"projection"}},
     "supcon": {"heads": {"projection"}},
     "cross_entropy": {"heads": {"classifier"}},
+    "softmax_mae": {"heads": {"classifier"}},
 }
 
 

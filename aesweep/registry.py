@@ -23,6 +23,7 @@ REGISTERING_MODULES = (
     "aesweep.metrics",
     "aesweep.probes",
     "aesweep.figures",
+    "aesweep.schedules",
 )
 
 
@@ -85,6 +86,7 @@ METRICS: Registry[Any] = Registry("metric")
 PROBES: Registry[Any] = Registry("probe")
 CLUSTERERS: Registry[Any] = Registry("clusterer")
 FIGURES: Registry[Any] = Registry("figure")
+SCHEDULES: Registry[Any] = Registry("lr schedule")
 
 ALL = {
     "datasets": DATASETS,
@@ -95,6 +97,7 @@ ALL = {
     "probes": PROBES,
     "clustering": CLUSTERERS,
     "figures": FIGURES,
+    "lr schedules": SCHEDULES,
 }
 
 _loaded = False

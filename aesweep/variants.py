@@ -22,7 +22,7 @@ Bottleneck = Literal["deterministic", "gaussian"]
 Head = Literal["projection", "classifier"]
 
 # Objective knobs a variant may own. Their types live in spec.ObjectiveConfig.
-KNOBS = ("sparsity", "noise_sigma", "beta", "prior", "latent_noise", "temperature")
+KNOBS = ("sparsity", "noise_sigma", "beta", "prior", "latent_noise", "temperature", "softmax_mae_weight")
 
 
 @dataclass(frozen=True)
@@ -70,8 +70,10 @@ PRESETS = [
         needs_labels=True,
     ),
     VariantPreset(
-        "classifier", "classification-guided encoder: cross-entropy through a classifier head",
-        terms={"cross_entropy": 1.0}, reconstructs=False, heads=frozenset({"classifier"}), needs_labels=True,
+        "classifier", "classification-guided encoder: cross-entropy through a classifier head "
+        "(+ softmax_mae_weight * MAE(softmax, one-hot), 004's auxiliary term)",
+        terms={"cross_entropy": 1.0, "softmax_mae": "softmax_mae_weight"}, knobs={"softmax_mae_weight": 0.0},
+        reconstructs=False, heads=frozenset({"classifier"}), needs_labels=True,
     ),
 ]
 for _preset in PRESETS:

@@ -222,7 +222,9 @@ class MOASHAScheduler(FIFOScheduler):
     def set_state(self, state: dict[str, Any]) -> None:
         mine = self.get_state()
         for key in ("kind", "metrics", "time_attr", "max_t", "grace_period", "reduction_factor"):
-            if state.get(key) != mine[key]:
+            same = (list(state.get(key, {}).items()) == list(mine[key].items()) if key == "metrics"
+                    else state.get(key) == mine[key])  # the metrics' order is the vectors' order
+            if not same:
                 raise ValueError(f"MO-ASHA state does not match this scheduler: {key} {state.get(key)!r} "
                                  f"vs {mine[key]!r}")
         self._rungs = [(float(r["milestone"]), {k: list(v) for k, v in r["recorded"].items()})

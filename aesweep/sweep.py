@@ -583,6 +583,11 @@ def _make_driver_class() -> type:
             self.view = LiveState(state.spec, expected_trials)
             self.started = time.time()
 
+        def __getstate__(self) -> dict:
+            # Tune pickles the run config (callbacks included) into tuner.pkl. The view callback may hold a
+            # terminal (rich.live: a lock) and belongs to this process only; resume attaches a fresh driver.
+            return {**self.__dict__, "progress": None}
+
         # Tune checkpoints callback state with the experiment state (each trial checkpoint forces one): the
         # scheduler's rungs ride along, so that a resumed sweep ranks and stops as the interrupted one would have.
         def get_state(self) -> dict | None:
@@ -608,6 +613,9 @@ def _make_driver_class() -> type:
             if not last.get(DONE):  # stopped by the scheduler before run_trial ended: pruned, at this epoch
                 self._close(trial.trial_id, "KILLED", None, pruned=True, rung=last.get("epoch"))
             self._update(trials)
+
+        def on_experiment_end(self, trials: list, **info: Any) -> None:
+            self._update(trials)  # the last frame: at on_trial_complete, Tune still lists that trial RUNNING
 
         def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             reason = _error_text(trial)

@@ -318,3 +318,27 @@ def test_driver_killed_then_resumed_keeps_the_rungs(store, tmp_path):
     assert "1 finished, 3 pruned" in resumed.stdout
     # Not a terminal: one plain line per change, with the pace of the sweep in it.
     assert any(line.startswith("trials: ") and "epochs " in line for line in resumed.stdout.splitlines())
+
+
+def test_the_driver_carries_either_schedulers_rungs_through_a_pickle():
+    import ray.cloudpickle as pickle
+    from ray.tune.schedulers import ASHAScheduler
+
+    # Ray's ASHA: its attributes (what its own save() pickles), restored into the scheduler rebuilt on resume.
+    asha = ASHAScheduler(time_attr="epoch", metric="val/loss", mode="min", max_t=8, grace_period=1,
+                         reduction_factor=2)
+    asha.on_trial_add(None, trial("a"))
+    asha.on_trial_result(None, trial("a"), {"epoch": 1, "val/loss": 0.1})
+    saved = pickle.loads(pickle.dumps(sweep._scheduler_state(asha)))  # as Tune checkpoints callback state
+    fresh = ASHAScheduler(time_attr="epoch", metric="val/loss", mode="min", max_t=8, grace_period=1,
+                          reduction_factor=2)
+    sweep._set_scheduler_state(fresh, saved)
+    fresh.on_trial_add(None, trial("b"))
+    assert fresh.on_trial_result(None, trial("b"), {"epoch": 1, "val/loss": 0.5}) == STOP  # a is remembered
+    # MO-ASHA: its JSON state.
+    mo = MOASHAScheduler(TWO, max_t=8, reduction_factor=2)
+    mo.on_trial_result(None, trial("a"), result(1, 0.1, 0.9))
+    again = MOASHAScheduler(TWO, max_t=8, reduction_factor=2)
+    sweep._set_scheduler_state(again, pickle.loads(pickle.dumps(sweep._scheduler_state(mo))))
+    assert again.on_trial_result(None, trial("b"), result(1, 0.2, 0.8)) == STOP
+    assert sweep._scheduler_state(None) is None

@@ -61,9 +61,13 @@ class LiveState:
         self.best_epoch: dict[str, tuple[float, str]] = {}  # per-epoch metric -> (best value, trial id)
         self.epoch_seconds: deque[float] = deque(maxlen=32)  # recent seconds between two reports of a trial
         self._max_epochs: dict[str, int | None] = {}
+        # Tune calls the driver's on_trial_result before it updates trial.last_result: the newest result of a
+        # trial is the one seen here, not yet the Trial's.
+        self._latest: dict[str, dict[str, Any]] = {}
 
     def observe(self, trial: Any, result: dict[str, Any]) -> None:
         """One result of one trial (the driver's on_trial_result)."""
+        self._latest[trial.trial_id] = result
         for name, mode in self.per_epoch.items():
             value = result.get(name)
             if isinstance(value, int | float) and _better(mode, value, self.best_epoch.get(name, (None,))[0]):
@@ -71,6 +75,13 @@ class LiveState:
         seconds = result.get("time_this_iter_s")
         if isinstance(seconds, int | float) and seconds > 0:
             self.epoch_seconds.append(float(seconds))
+
+    def last_result(self, trial: Any) -> dict[str, Any]:
+        """The newest result of ``trial``: the one observed, unless Tune's own is newer (a restored trial)."""
+        seen, own = self._latest.get(trial.trial_id), trial.last_result or {}
+        if seen is not None and seen.get("training_iteration", 0) >= own.get("training_iteration", 0):
+            return seen
+        return own
 
     def max_epochs(self, trial: Any) -> int | None:
         if trial.trial_id not in self._max_epochs:
@@ -90,7 +101,7 @@ class LiveState:
         done_epochs = planned = 0
         lengths: list[int] = []
         for t in trials:
-            last = t.last_result or {}
+            last = self.last_result(t)
             epoch = int(last.get("epoch", 0) or 0)
             total = self.max_epochs(t)
             ended = t.status in ("TERMINATED", "ERROR") or bool(last.get(FAILED))

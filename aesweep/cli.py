@@ -221,23 +221,17 @@ def train_one(
 
 
 class _LiveView:
-    """The live line of a running sweep: trials done / running / pruned / failed, elapsed, best so far."""
+    """The live view of a running sweep (aesweep.liveview): a line and a table of the running trials in a
+    terminal, one line per change otherwise."""
 
     def __init__(self) -> None:
         self.last_text = ""
         self.live = None
 
     def text(self, view: dict) -> str:
-        from aesweep.sweep import describe_config
+        from aesweep.liveview import render_line
 
-        c = view["counts"]
-        minutes, seconds = divmod(int(view["elapsed"]), 60)
-        line = (f"trials: {c['done']} done, {c['running']} running, {c['pending']} pending, {c['pruned']} pruned, "
-                f"{c['failed']} failed  |  {minutes}:{seconds:02d} elapsed")
-        if view["best"] is not None:
-            value, _, config = view["best"]
-            line += f"  |  best {view['metric']} {value:.5g} ({describe_config(config)})"
-        return line
+        return render_line(view)
 
     def __call__(self, view: dict) -> None:
         text = self.text(view)
@@ -245,9 +239,9 @@ class _LiveView:
             return
         self.last_text = text
         if self.live is not None:
-            from rich.text import Text
+            from aesweep.liveview import render_rich
 
-            self.live.update(Text(text))
+            self.live.update(render_rich(view))
         else:  # not a terminal: one line per change
             console.print(text, markup=False, highlight=False, soft_wrap=True)
 

@@ -517,11 +517,37 @@ Metric = Annotated[str, Field(min_length=1)]
 
 
 class SchedulerConfig(Strict):
-    name: Literal["none", "asha"] = "none"
-    grace_period: PositiveInt = 1  # epochs before ASHA may stop a trial
+    """Early stopping across trials: ``asha`` on one per-epoch metric, ``moasha`` on several (aesweep.moasha)."""
+
+    name: Literal["none", "asha", "moasha"] = "none"
+    grace_period: PositiveInt = 1  # epochs before a trial may be stopped (the first rung)
     reduction_factor: Annotated[float, Field(gt=1)] = 2.0
-    metric: Metric | None = None  # default: the first search metric, reported per epoch (e.g. val/loss)
-    mode: Literal["min", "max"] | None = None
+    max_t: PositiveInt | None = None  # epochs at which a trial is stopped; default: the most train.epochs allows
+    metric: Metric | None = None  # asha; default: the first search metric, reported per epoch (e.g. val/loss)
+    mode: Literal["min", "max"] | None = None  # asha
+    # moasha: per-epoch metrics with their modes; default: the per-epoch counterparts of search.metrics
+    # (test/mse -> val/mse, probe/knn/acc -> val/probe/knn/acc, see PER_EPOCH_COUNTERPARTS).
+    metrics: Annotated[dict[Metric, Literal["min", "max"]], Field(min_length=1)] | None = None
+
+
+# Metrics run_trial reports at every epoch (train.py), and those the online probe adds every
+# eval.online_probe_every epochs. A scheduler ranks trials at a rung on what each reported at that epoch.
+PER_EPOCH_METRICS = ("train/loss", "val/loss", "val/mse", "val/psnr", "time/epoch_s")
+PER_EPOCH_PREFIXES = ("loss/", "val/loss/")  # loss terms: which exist depends on the variant
+ONLINE_PROBE_METRICS = ("val/probe/knn/acc", "val/probe/logreg/acc")
+# A final metric -> the per-epoch metric that measures the same thing on the validation split.
+PER_EPOCH_COUNTERPARTS = {"test/loss": "val/loss", "test/mse": "val/mse", "test/psnr": "val/psnr",
+                          "probe/knn/acc": "val/probe/knn/acc", "probe/logreg/acc": "val/probe/logreg/acc"}
+
+
+def per_epoch_counterpart(metric: str) -> str | None:
+    """The per-epoch metric standing for ``metric`` during training: itself if it is reported every epoch (or
+    by the online probe), its validation counterpart for a final one, None when there is none."""
+    if metric in PER_EPOCH_METRICS or metric in ONLINE_PROBE_METRICS or metric.startswith(PER_EPOCH_PREFIXES):
+        return metric
+    if metric.startswith("test/loss/"):
+        return "val/loss/" + metric[len("test/loss/"):]
+    return PER_EPOCH_COUNTERPARTS.get(metric)
 
 
 class SearchConfig(Strict):
@@ -1037,6 +1063,7 @@ def _semantic_problems(spec: SweepSpec) -> list[tuple[tuple, str]]:
     if sch.name != "none" and isinstance(max_epochs, int) and sch.grace_period > max_epochs:
         found.append((("search", "scheduler", "grace_period"),
                       f"grace period {sch.grace_period} is longer than the {max_epochs} epoch(s) a trial trains"))
+    found += _scheduler_problems(spec)
     folds, fold = spec.dataset.folds, spec.dataset.fold
     if isinstance(folds, int):
         values = fold.options if isinstance(fold, Choice | Grid) else [fold] if isinstance(fold, int) else []
@@ -1117,8 +1144,86 @@ def _schedule_problems(spec: SweepSpec) -> list[tuple[tuple, str]]:
     return found
 
 
+def scheduler_metrics(spec: SweepSpec) -> dict[str, str]:
+    """The metrics (name -> mode) the spec's scheduler ranks trials on: moasha's ``metrics`` (default: the
+    per-epoch counterparts of ``search.metrics`` that exist), asha's ``metric`` (default: the first search
+    metric); empty without a scheduler. Validation (``_scheduler_problems``) makes sure each is per-epoch."""
+    sch, search = spec.search.scheduler, spec.search.metrics
+    if sch.name == "moasha":
+        if sch.metrics:
+            return dict(sch.metrics)
+        out: dict[str, str] = {}
+        for name, mode in search.items():
+            counterpart = per_epoch_counterpart(name)
+            if counterpart is not None:
+                out.setdefault(counterpart, mode)
+        return out
+    if sch.name == "asha":
+        metric = sch.metric or next(iter(search))
+        return {metric: sch.mode or search.get(metric, "min")}
+    return {}
+
+
+def _every_epoch_values(spec: SweepSpec) -> list[Any]:
+    every = spec.eval.online_probe_every
+    return list(every.options) if isinstance(every, Choice | Grid) else [every]
+
+
+def _scheduler_problems(spec: SweepSpec) -> list[tuple[tuple, str]]:
+    """A scheduler ranks trials at every rung on what they reported at that epoch: each of its metrics must be
+    reported every epoch (the online probe's only when it runs every epoch)."""
+    sch = spec.search.scheduler
+    found: list[tuple[tuple, str]] = []
+    if sch.name == "none":
+        if sch.metrics:
+            found.append((("search", "scheduler", "metrics"), "metrics are set but no scheduler is chosen"))
+        return found
+    if sch.name == "asha" and sch.metrics:
+        found.append((("search", "scheduler", "metrics"),
+                      "asha ranks on one metric: give metric and mode (metrics is for moasha)"))
+        return found
+    if sch.name == "moasha" and (sch.metric or sch.mode):
+        key = "metric" if sch.metric else "mode"
+        found.append((("search", "scheduler", key),
+                      "moasha takes metrics: {name: min|max, ...} (metric and mode are asha's)"))
+        return found
+    if sch.max_t is not None and sch.grace_period > sch.max_t:
+        found.append((("search", "scheduler", "grace_period"),
+                      f"grace period {sch.grace_period} is longer than max_t {sch.max_t}"))
+    every = _every_epoch_values(spec)
+    if sch.name == "moasha" and not sch.metrics:
+        missing = [m for m in spec.search.metrics if per_epoch_counterpart(m) is None]
+        if missing:
+            return [(("search", "metrics", m),
+                     f"{m} has no per-epoch counterpart for moasha to rank on; give search.scheduler.metrics "
+                     "(per-epoch: val/loss, val/mse, val/psnr, val/probe/knn/acc, ...)") for m in missing]
+    for name in scheduler_metrics(spec):
+        if sch.metrics:
+            loc: tuple = ("search", "scheduler", "metrics", name)
+        elif sch.name == "asha" and sch.metric:
+            loc = ("search", "scheduler", "metric")
+        else:  # defaulted: blame the search metric it stands for
+            loc = ("search", "metrics", next((m for m in spec.search.metrics if per_epoch_counterpart(m) == name),
+                                             name))
+        if name in ONLINE_PROBE_METRICS:
+            if any(v != 1 for v in every):
+                now = "off" if every == [None] else f"every {', '.join(str(v) for v in every)} epoch(s)"
+                found.append((loc, f"{name} comes from the online probe, which runs {now}; a scheduler needs it "
+                                   "every epoch: set eval.online_probe_every: 1"))
+        elif per_epoch_counterpart(name) != name:
+            counterpart = per_epoch_counterpart(name)
+            if counterpart:
+                found.append((loc, f"{name} is reported once, at the end of a trial: a scheduler needs a metric "
+                                   f"reported every epoch; its per-epoch counterpart is {counterpart}"))
+            else:
+                found.append((loc, f"{name} is not reported every epoch, which a scheduler needs (per-epoch: "
+                                   f"{', '.join(PER_EPOCH_METRICS)}, loss/<term>, val/loss/<term>, "
+                                   f"{', '.join(ONLINE_PROBE_METRICS)})"))
+    return found
+
+
 __all__ = [
     "Choice", "DatasetConfig", "Distribution", "EvalConfig", "Grid", "IntRange", "LogUniform", "ModelConfig",
-    "ObjectiveConfig", "PriorConfig", "ScheduleConfig", "SpecError", "SweepSpec", "TrainConfig", "TrialConfig", "Uniform",
-    "first_value", "load_spec", "parse_spec", "replay",
+    "ObjectiveConfig", "PriorConfig", "ScheduleConfig", "SpecError", "SweepSpec", "TrainConfig", "TrialConfig",
+    "Uniform", "first_value", "load_spec", "parse_spec", "per_epoch_counterpart", "replay", "scheduler_metrics",
 ]

@@ -37,12 +37,14 @@ from aesweep.spec import (
     Uniform,
     parse_spec,
     replay,
+    scheduler_metrics,
 )
 
 DEFAULT_STORAGE = "aesweep-results"
 STATE_FILE = "aesweep.json"
 DONE = "aesweep/done"  # in a trial's last report: run_trial completed (finished or failed)
 FAILED = "aesweep/failed"
+RUNG_TAG = "aesweep.pruned_at_epoch"  # with aesweep.pruned: the epoch (rung) at which the scheduler stopped it
 
 # Metrics a trial reports once, at its end (logged even if a resumed run already holds that epoch).
 FINAL_PREFIXES = ("test/", "probe/", "cluster/", "gen/", "latent/", "best/", "time/eval", "time/probe",
@@ -376,18 +378,45 @@ def _search(spec: SweepSpec, max_points: int | None = None) -> tuple[Any, dict[s
 
 
 def _scheduler(spec: SweepSpec) -> Any:
+    """The spec's trial scheduler on ``epoch``: ASHA on one metric, MO-ASHA (aesweep.moasha) on several, or None.
+    max_t defaults to the most epochs a trial of the spec can train."""
     sch = spec.search.scheduler
     if sch.name == "none":
         return None
+    epochs = spec.train.epochs
+    max_t = sch.max_t or (max(epochs.options) if isinstance(epochs, Choice | Grid) else (
+        epochs.bounds[1] if isinstance(epochs, IntRange) else epochs))
+    metrics = scheduler_metrics(spec)
+    if sch.name == "moasha":
+        from aesweep.moasha import MOASHAScheduler
+
+        return MOASHAScheduler(metrics, time_attr="epoch", max_t=max_t, grace_period=sch.grace_period,
+                               reduction_factor=sch.reduction_factor)
     from ray.tune.schedulers import ASHAScheduler
 
-    metric = sch.metric or next(iter(spec.search.metrics))
-    mode = sch.mode or spec.search.metrics.get(metric, "min")
-    epochs = spec.train.epochs
-    max_t = max(epochs.options) if isinstance(epochs, Choice | Grid) else (
-        epochs.bounds[1] if isinstance(epochs, IntRange) else epochs)
+    (metric, mode), = metrics.items()
     return ASHAScheduler(time_attr="epoch", metric=metric, mode=mode, max_t=max_t,
                          grace_period=sch.grace_period, reduction_factor=sch.reduction_factor)
+
+
+def _scheduler_state(scheduler: Any) -> dict[str, Any] | None:
+    """What a resumed sweep needs of its scheduler (Ray Tune 2.60 checkpoints searchers and callbacks with the
+    experiment, never the scheduler): MO-ASHA's own state, or the attributes of Ray's ASHA (what its save()
+    pickles)."""
+    if scheduler is None:
+        return None
+    if hasattr(scheduler, "get_state"):
+        return {"kind": "get_state", "state": scheduler.get_state()}
+    return {"kind": "dict", "state": dict(scheduler.__dict__)}
+
+
+def _set_scheduler_state(scheduler: Any, saved: dict[str, Any] | None) -> None:
+    if scheduler is None or not saved:
+        return
+    if saved["kind"] == "get_state":
+        scheduler.set_state(saved["state"])
+    else:
+        scheduler.__dict__.update(saved["state"])
 
 
 def _trial_resources(spec: SweepSpec, address: str | None) -> dict[str, float]:
@@ -439,6 +468,7 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, storage: str | Non
     state.save()
 
     search_alg, space, num_samples = _search(spec, max_points)
+    scheduler = _scheduler(spec)
     param_space = {"aesweep": {"spec": spec_json, "uri": uri, "parent_run_id": parent, "cpu": spec.resources.cpu},
                    **space}
     from ray.tune import CheckpointConfig, FailureConfig, RunConfig, TuneConfig
@@ -446,13 +476,13 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, storage: str | Non
     tuner = tune.Tuner(
         tune.with_resources(trainable, _trial_resources(spec, address)),
         param_space=param_space,
-        tune_config=TuneConfig(search_alg=search_alg, scheduler=_scheduler(spec), num_samples=num_samples,
+        tune_config=TuneConfig(search_alg=search_alg, scheduler=scheduler, num_samples=num_samples,
                                max_concurrent_trials=spec.search.max_concurrent, reuse_actors=True),
         run_config=RunConfig(
             name=spec.name, storage_path=root, verbose=0,
             checkpoint_config=CheckpointConfig(num_to_keep=1),
             failure_config=FailureConfig(max_failures=spec.search.max_failures),
-            callbacks=[_Driver(state, progress)],
+            callbacks=[_Driver(state, progress, scheduler, _expected_trials(spec, max_points))],
         ),
     )
     return _fit(tuner, state)
@@ -473,8 +503,11 @@ def resume_sweep(name_or_path: str, *, storage: str | None = None, address: str 
         trainable=tune.with_resources(trainable, _trial_resources(spec, address)),
         resume_unfinished=True, resume_errored=True,
     )
-    # The restored run config keeps its callbacks list from the pickle; attach a fresh driver view.
-    tuner._local_tuner._run_config.callbacks = [_Driver(state, progress)]
+    # The restored run config keeps its callbacks list from the pickle; attach a fresh driver view. The
+    # scheduler comes back from the Tuner's pickle as it was built (empty rungs); the driver's callback state,
+    # restored by Tune with the experiment state, puts back its rungs (see _Driver.set_state).
+    scheduler = tuner._local_tuner._tune_config.scheduler
+    tuner._local_tuner._run_config.callbacks = [_Driver(state, progress, scheduler, _expected_trials(spec))]
     return _fit(tuner, state)
 
 
@@ -542,44 +575,79 @@ def _make_driver_class() -> type:
     class Driver(Callback):
         """Driver-side bookkeeping: closes the child runs of trials a scheduler stopped, and feeds the view."""
 
-        def __init__(self, state: SweepState, progress: Callable[[Any], Any] | None):
+        def __init__(self, state: SweepState, progress: Callable[[Any], Any] | None, scheduler: Any = None,
+                     expected_trials: int | None = None):
+            from aesweep.liveview import LiveState
+
             self.state = state
             self.progress = progress
+            self.scheduler = scheduler
+            self.view = LiveState(state.spec, expected_trials)
             self.started = time.time()
+
+        def __getstate__(self) -> dict:
+            # Tune pickles the run config (callbacks included) into tuner.pkl. The view callback may hold a
+            # terminal (rich.live: a lock) and belongs to this process only; resume attaches a fresh driver.
+            return {**self.__dict__, "progress": None}
+
+        # Tune checkpoints callback state with the experiment state (each trial checkpoint forces one): the
+        # scheduler's rungs ride along, so that a resumed sweep ranks and stops as the interrupted one would have.
+        def get_state(self) -> dict | None:
+            saved = _scheduler_state(self.scheduler)
+            return {"scheduler": saved} if saved else None
+
+        def set_state(self, state: dict) -> None:
+            _set_scheduler_state(self.scheduler, state.get("scheduler"))
 
         def _update(self, trials: list[Any]) -> None:
             if self.progress is not None:
-                self.progress(live_view(self.state, trials, time.time() - self.started))
+                self.progress(self.view.view(trials, time.time() - self.started))
 
         def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             self._update(trials)
 
         def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+            self.view.observe(trial, result)
             self._update(trials)
 
         def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             last = trial.last_result or {}
-            if not last.get(DONE):  # stopped by the scheduler before run_trial ended: pruned
-                self._close(trial.trial_id, "KILLED", None, pruned=True)
+            if not last.get(DONE):  # stopped by the scheduler before run_trial ended: pruned, at this epoch
+                self._close(trial.trial_id, "KILLED", None, pruned=True, rung=last.get("epoch"))
             self._update(trials)
+
+        def on_experiment_end(self, trials: list, **info: Any) -> None:
+            self._update(trials)  # the last frame: at on_trial_complete, Tune still lists that trial RUNNING
 
         def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             reason = _error_text(trial)
             self._close(trial.trial_id, "FAILED", reason)
             self._update(trials)
 
-        def _close(self, trial_id: str, status: str, reason: str | None, pruned: bool = False) -> None:
+        def _close(self, trial_id: str, status: str, reason: str | None, pruned: bool = False,
+                   rung: float | None = None) -> None:
             for run in tracking.children(self.state.uri, self.state.parent_run_id):
                 if run.data.tags.get(tracking.TRIAL_TAG) == trial_id and run.info.status == "RUNNING":
                     if pruned:
                         tracking.client(self.state.uri).set_tag(run.info.run_id, tracking.PRUNED_TAG, "true")
+                        if rung is not None:
+                            tracking.client(self.state.uri).set_tag(run.info.run_id, RUNG_TAG, str(int(rung)))
                     tracking.set_status(self.state.uri, run.info.run_id, status, reason)
 
     return Driver
 
 
-def _Driver(state: SweepState, progress: Callable[[Any], Any] | None) -> Any:  # noqa: N802 - a class factory
-    return _make_driver_class()(state, progress)
+def _Driver(state: SweepState, progress: Callable[[Any], Any] | None, scheduler: Any = None,  # noqa: N802
+            expected_trials: int | None = None) -> Any:  # a class factory
+    return _make_driver_class()(state, progress, scheduler, expected_trials)
+
+
+def _expected_trials(spec: SweepSpec, max_points: int | None = None) -> int:
+    """How many trials the sweep runs in all (the live view's ETA): grid points or samples, times seeds."""
+    s = spec.search
+    if s.algorithm == "grid":
+        return len(spec.grid()[:max_points]) * s.seeds
+    return s.num_samples * (s.seeds if s.algorithm == "random" else 1)
 
 
 def _error_text(trial: Any) -> str:
@@ -630,26 +698,10 @@ def best_trial(state: SweepState, trials: list[dict[str, Any]]) -> dict[str, Any
 
 
 def live_view(state: SweepState, trials: list[Any], elapsed: float) -> dict[str, Any]:
-    """Counts from Ray's trial objects (cheap; no MLflow query) and the best reported value so far."""
-    metric, mode = next(iter(state.spec.search.metrics.items()))
-    counts = {"done": 0, "running": 0, "pending": 0, "pruned": 0, "failed": 0}
-    best = None
-    for t in trials:
-        last = t.last_result or {}
-        if t.status == "RUNNING":
-            counts["running"] += 1
-        elif t.status == "PENDING":
-            counts["pending"] += 1
-        elif t.status == "ERROR" or last.get(FAILED):
-            counts["failed"] += 1
-        elif t.status == "TERMINATED" and not last.get(DONE):
-            counts["pruned"] += 1
-        elif t.status == "TERMINATED":
-            counts["done"] += 1
-        value = last.get(metric)
-        if value is not None and (best is None or (value < best[0] if mode == "min" else value > best[0])):
-            best = (value, t.trial_id, t.config)
-    return {"counts": counts, "elapsed": elapsed, "metric": metric, "best": best, "total": len(trials)}
+    """The live view of ``trials`` (Ray's Trial objects) without a result history: see aesweep.liveview."""
+    from aesweep.liveview import LiveState
+
+    return LiveState(state.spec).view(trials, elapsed)
 
 
 def describe_config(config: dict[str, Any] | None) -> str:

@@ -62,7 +62,7 @@ MALFORMED = [
      "spec.yaml:4: train.lr: search.algorithm grid cannot enumerate uniform"),
     ("duplicate key", "name: s\ntrain: {epochs: 2}\ntrain: {epochs: 3}\n", "spec.yaml:3: train: duplicate key"),
     ("bad sweep name", "name: 'my sweep!'\n", "spec.yaml:1: name: string should match pattern"),
-    ("unknown scheduler", "name: s\nsearch:\n  scheduler: hyperband\n", "spec.yaml:3: search.scheduler.name: input should be 'none' or 'asha'"),
+    ("unknown scheduler", "name: s\nsearch:\n  scheduler: hyperband\n", "spec.yaml:3: search.scheduler.name: input should be 'none', 'asha' or 'moasha'"),
 ]
 
 

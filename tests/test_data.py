@@ -608,7 +608,7 @@ def test_frey_face_download_checks_the_md5(tmp_path, monkeypatch):
     with pytest.raises(DataError, match=f"checksum mismatch \\(md5 {md5(upstream)}, expected {data.FREY_FACE_MD5}"):
         load_dataset(DatasetConfig(name="frey_face", root=str(root)))
     assert not (root / "FreyFace" / "frey_rawface.mat").exists()  # nothing half-done left in place
-    assert [p.name for p in root.iterdir()] == []
+    assert [p.name for p in root.iterdir()] == [".frey_face.lock"]  # the (empty) lock file stays
     monkeypatch.setattr(data, "FREY_FACE_MD5", md5(upstream))
     ds = load_dataset(DatasetConfig(name="frey_face", root=str(root)))
     assert (root / "FreyFace" / "frey_rawface.mat").read_bytes() == upstream

@@ -22,6 +22,7 @@ REGISTERING_MODULES = (
     "aesweep.variants",
     "aesweep.metrics",
     "aesweep.probes",
+    "aesweep.baselines",
 )
 
 

@@ -8,6 +8,7 @@ once and shared by every probe (``probe/...``, ``cluster/...``), generative and 
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -56,10 +57,12 @@ def _train_rows(labels: Tensor, cfg: EvalConfig, num_classes: int, seed: int) ->
 
 
 def evaluate(model: nn.Module, dataset: datamod.Dataset, cfg: TrialConfig, out_dir: str | Path | None = None,
-             seed: int = 0, reconstruction: bool = True) -> tuple[dict[str, float], list[Path]]:
+             seed: int = 0, reconstruction: bool = True, history: Sequence[Mapping[str, float]] | None = None
+             ) -> tuple[dict[str, float], list[Path]]:
     """Every measurement ``cfg.eval`` asks for, and the figures (written to ``out_dir/<name>.png`` if given).
     ``reconstruction=False`` leaves out the ``test/<metric>`` pass (``train.run_trial`` measures those in its
-    own pass over the test split, with the test loss).
+    own pass over the test split, with the test loss). ``history``: the trial's per-epoch metrics, oldest first,
+    for the ``loss_curves`` figure (skipped without it).
 
     Returns ``(metrics, figure paths)``. Timings: ``time/eval_s`` in all, and ``time/eval/<part>_s`` per part
     (probes time themselves as ``time/probe/<name>_s``).
@@ -75,7 +78,8 @@ def evaluate(model: nn.Module, dataset: datamod.Dataset, cfg: TrialConfig, out_d
         return result
 
     if reconstruction:
-        out.update(timed("reconstruction", metrics.reconstruction_metrics, model, dataset.test, ev.metrics))
+        out.update(timed("reconstruction", metrics.reconstruction_metrics, model, dataset.test,
+                         metrics.configured(ev)))
     if ev.probes or ev.clustering:
         rows = _train_rows(dataset.train.labels, ev, dataset.num_classes, seed)
         train_x = timed("embed", embed, model, dataset.train, ev, rows)
@@ -90,7 +94,7 @@ def evaluate(model: nn.Module, dataset: datamod.Dataset, cfg: TrialConfig, out_d
     paths: list[Path] = []
     if ev.figures and out_dir is not None:
         paths = timed("figures", figmod.make_figures, model, dataset, ev.figures, out_dir,
-                      figmod.figure_title(cfg), prior=generative.prior_for_trial(cfg), seed=seed)
+                      figmod.figure_title(cfg), prior=generative.prior_for_trial(cfg), seed=seed, history=history)
     out["time/eval_s"] = time.perf_counter() - started
     return out, paths
 

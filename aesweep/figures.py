@@ -1,8 +1,13 @@
-"""Per-trial figures as PNG files: reconstructions, 2-D projections, interpolation, traversals, prior samples.
+"""Per-trial figures as PNG files: reconstructions, 2-D projections, interpolation, traversals, prior samples,
+the raw 2-D latent and its decoded grid, latent histograms and per-class distributions, the factor correlation
+heat-map and the loss curves.
 
 ``make_figures(model, dataset, names, out_dir, title)`` writes ``out_dir/<name>.png`` for each name of
 ``EvalConfig.figures``. Every figure carries ``title`` (``figure_title(cfg)``: variant, dataset, latent size) as
-its first title line and says what it shows on the second.
+its first title line and says what it shows on the second. A figure that does not apply to the trial (a 2-D
+figure for a latent of another size, a per-class one without labels, the factor heat-map without factors, loss
+curves without a training history) raises ``FigureSkipped``: ``make_figures`` writes nothing for it and logs one
+line (logger ``aesweep.figures``, level WARNING), it is not an error.
 
 Figures are drawn on ``matplotlib.figure.Figure`` objects with the Agg canvas, never through pyplot: no global
 backend switch, no figure manager to leak in a long-lived Ray worker, safe in threads. Everything is seeded, so
@@ -10,38 +15,51 @@ a trial's figures are reproducible. Speed: test images are embedded once (at mos
 shared by the projections and traversals; t-SNE runs on at most ``tsne_points`` of them after a PCA to 50
 dimensions.
 
-A figure is one decorated function ``(ctx) -> Figure`` in ``FIGURES``; adding one is adding a function.
+A figure is one decorated function ``(ctx) -> Figure`` in ``FIGURES`` (also listed in ``registry.FIGURES`` for
+``aesweep list``); adding one is adding a function. matplotlib is imported on first drawing, not at import:
+``registry.load_all`` imports this module to list the names.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+import logging
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import matplotlib
 import numpy as np
 import torch
-from matplotlib.figure import Figure
 from torch import Tensor, nn
 
 from aesweep import generative as gen
+from aesweep import registry
 from aesweep.data import Dataset, to_float
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
     from aesweep.spec import TrialConfig
 
-__all__ = ["FIGURES", "figure_title", "make_figures"]
+__all__ = ["FIGURES", "FigureSkipped", "figure_title", "make_figures"]
 
 FIGURES: dict[str, Callable[[_Context], Figure]] = {}
+log = logging.getLogger("aesweep.figures")
+
+
+class FigureSkipped(Exception):
+    """Raised by a figure that does not apply to this trial; the message says why, in one line."""
 
 GRID_COLUMNS = 10  # reconstructions shown, and interpolation steps
 TRAVERSAL_VALUES = np.linspace(-3, 3, 7)  # in prior standard deviations
 MAX_TRAVERSED_DIMS = 5
 PRIOR_GRID = 8  # 8 x 8 prior samples
+DECODED_GRID = 10  # 10 x 10 decoded codes over [-GRID_RANGE, GRID_RANGE]^2 (the beta-VAE study's 100 images)
+GRID_RANGE = 3.0
+MAX_HIST_DIMS = 16  # latent histograms: panels
+MAX_CLASS_DIMS = 10  # per-class distributions: panels (the AE-vs-VAE study's AE has 10 dimensions)
 # t-SNE iterations: sklearn's minimum of 250 early-exaggeration steps plus 250 more. The layout of a few thousand
 # points is settled by then, and it halves the time of the default 1000 (about 3 s for 2000 points, one thread).
 TSNE_ITER = 500
@@ -51,6 +69,7 @@ DPI = 110
 def _figure(name: str) -> Callable[[Callable[[_Context], Figure]], Callable[[_Context], Figure]]:
     def add(fn: Callable[[_Context], Figure]) -> Callable[[_Context], Figure]:
         FIGURES[name] = fn
+        registry.FIGURES.register(name)(fn)
         return fn
 
     return add
@@ -79,6 +98,7 @@ class _Context:
     seed: int
     tsne_points: int
     max_points: int
+    history: Sequence[Mapping[str, float]] = field(default_factory=list)  # per-epoch metrics, oldest first
 
     @cached_property
     def rows(self) -> Tensor:
@@ -118,7 +138,18 @@ class _Context:
         finally:
             self.model.train(was_training)
 
+    @property
+    def labelled(self) -> bool:
+        """Whether the dataset has classes to colour or group by (one class, or none, is no labels)."""
+        return self.dataset.num_classes > 1
+
+    def need_2d(self) -> None:
+        if self.model.latent_dim != 2:
+            raise FigureSkipped(f"latent_dim is {self.model.latent_dim}, not 2")
+
     def new_figure(self, width: float, height: float, what: str) -> Figure:
+        from matplotlib.figure import Figure
+
         fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
         fig.suptitle(f"{self.title}\n{what}", fontsize=11)
         return fig
@@ -203,19 +234,29 @@ def _tsne(x: np.ndarray, seed: int) -> np.ndarray:
         return tsne.fit_transform(x.astype(np.float32))
 
 
-def _scatter(ctx: _Context, ax: Axes, points: np.ndarray, labels: np.ndarray) -> None:
-    """Points (N, 2) coloured by class, with a legend of class names outside the axes."""
+def _class_colours(n: int) -> list[Any]:
+    import matplotlib
+
+    cmap = matplotlib.colormaps["tab10" if n <= 10 else "tab20"]
+    return [cmap(i % cmap.N) for i in range(n)]
+
+
+def _scatter(ctx: _Context, ax: Axes, points: np.ndarray, labels: np.ndarray, ticks: bool = False) -> None:
+    """Points (N, 2) coloured by class, with a legend of class names outside the axes (one colour and no legend
+    for a dataset without labels). ``ticks``: keep the axes' coordinates (raw latent values)."""
     names = ctx.dataset.class_names
-    cmap = matplotlib.colormaps["tab10" if len(names) <= 10 else "tab20"]
-    colours = [cmap(i % cmap.N) for i in range(len(names))]
-    for c, name in enumerate(names):
-        mask = labels == c
-        if mask.any():
-            ax.scatter(points[mask, 0], points[mask, 1], s=5, alpha=0.7, color=colours[c], label=name,
-                       linewidths=0, rasterized=True)
-    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), markerscale=3, fontsize=8, frameon=False)
-    ax.set_xticks([])
-    ax.set_yticks([])
+    if ctx.labelled:
+        for c, (name, colour) in enumerate(zip(names, _class_colours(len(names)), strict=True)):
+            mask = labels == c
+            if mask.any():
+                ax.scatter(points[mask, 0], points[mask, 1], s=5, alpha=0.7, color=colour, label=name,
+                           linewidths=0, rasterized=True)
+        ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), markerscale=3, fontsize=8, frameon=False)
+    else:
+        ax.scatter(points[:, 0], points[:, 1], s=5, alpha=0.7, color="C0", linewidths=0, rasterized=True)
+    if not ticks:
+        ax.set_xticks([])
+        ax.set_yticks([])
 
 
 @_figure("latent_pca")
@@ -333,24 +374,205 @@ def prior_samples(ctx: _Context) -> Figure:
     return fig
 
 
+# --------------------------------------------------------------------------------------------------------------
+# The latent space itself: raw 2-D codes, a decoded grid, marginals, per-class distributions, factors; and the
+# loss curves of the trial.
+
+
+@_figure("latent_2d")
+def latent_2d(ctx: _Context) -> Figure:
+    """A 2-D latent in its raw coordinates (no PCA: a prior's shifted mean or scale stays visible), by class."""
+    ctx.need_2d()
+    points = ctx.codes.numpy()
+    fig = ctx.new_figure(7.0, 5.5, f"{len(points)} test embeddings in raw latent coordinates")
+    ax = fig.subplots()
+    _scatter(ctx, ax, points, ctx.labels, ticks=True)
+    ax.axhline(0, color="0.6", lw=0.6, zorder=0)
+    ax.axvline(0, color="0.6", lw=0.6, zorder=0)
+    ax.set_xlabel("z[0]")
+    ax.set_ylabel("z[1]")
+    ax.grid(alpha=0.2)
+    return fig
+
+
+@_figure("decoded_grid")
+def decoded_grid(ctx: _Context) -> Figure:
+    """A 10 x 10 grid of decoded 2-D codes over [-3, 3]^2: z[0] along the columns, z[1] up the rows."""
+    ctx.need_2d()
+    values = np.linspace(-GRID_RANGE, GRID_RANGE, DECODED_GRID)
+    # Row r shows z[1] = values[-1 - r] (top = largest), column c shows z[0] = values[c]: the plane as plotted.
+    zz = torch.tensor([[values[c], values[DECODED_GRID - 1 - r]] for r in range(DECODED_GRID)
+                       for c in range(DECODED_GRID)], dtype=torch.float32)
+    images = gen.decode(ctx.model, zz).clamp(0, 1).cpu()  # (100, C, H, W)
+    n, c, h, w = images.shape
+    mosaic = images.reshape(DECODED_GRID, DECODED_GRID, c, h, w).permute(0, 3, 1, 4, 2)
+    mosaic = mosaic.reshape(DECODED_GRID * h, DECODED_GRID * w, c).numpy()
+    fig = ctx.new_figure(8.0, 8.4, f"decoded codes on a {DECODED_GRID} x {DECODED_GRID} grid over "
+                         f"[{-GRID_RANGE:g}, {GRID_RANGE:g}]^2")
+    ax = fig.subplots()
+    extent = (-GRID_RANGE - 0.5 * (values[1] - values[0]), GRID_RANGE + 0.5 * (values[1] - values[0]))
+    kwargs = {"cmap": "gray", "vmin": 0, "vmax": 1} if c == 1 else {}
+    ax.imshow(mosaic[..., 0] if c == 1 else mosaic, extent=(*extent, *extent), interpolation="nearest", **kwargs)
+    ax.set_xticks(values)
+    ax.set_yticks(values)
+    ax.set_xticklabels([f"{v:.1f}" for v in values], fontsize=7)
+    ax.set_yticklabels([f"{v:.1f}" for v in values], fontsize=7)
+    ax.set_xlabel("z[0]")
+    ax.set_ylabel("z[1]")
+    return fig
+
+
+def _panels(ctx: _Context, n: int, what: str, panel_w: float = 2.6, panel_h: float = 2.1) -> tuple[Figure, Any]:
+    cols = min(n, 4)
+    rows = math.ceil(n / cols)
+    fig = ctx.new_figure(max(panel_w * cols + 0.4, 7.5), panel_h * rows + 0.9, what)
+    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False).ravel())
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    return fig, axes[:n]
+
+
+def _dims_by_variance(codes: Tensor, k: int) -> list[int]:
+    """Every dimension in order when there are at most k; else the k of largest variance, in index order."""
+    d = codes.shape[1]
+    if d <= k:
+        return list(range(d))
+    return sorted(codes.var(0, correction=0).argsort(descending=True)[:k].tolist())
+
+
+@_figure("latent_histograms")
+def latent_histograms(ctx: _Context) -> Figure:
+    """Histogram of each latent dimension over the test embeddings, with the prior's marginal density."""
+    codes = ctx.codes.double()
+    prior = ctx.latent_prior
+    mean, std = prior.mean.double().cpu(), prior.std.double().cpu()
+    standard = bool((mean == 0).all() and (std == 1).all())
+    dims = _dims_by_variance(codes, MAX_HIST_DIMS)
+    shown = "" if len(dims) == codes.shape[1] else f" ({len(dims)} of {codes.shape[1]} of largest variance)"
+    fig, axes = _panels(ctx, len(dims), f"latent dimensions over {len(codes)} test embeddings{shown}\n"
+                        f"line: the {prior.source}" + ("" if standard else "; dashed: N(0, 1)"))
+    for ax, d in zip(axes, dims, strict=True):
+        values = codes[:, d].numpy()
+        m, s = float(mean[d]), float(std[d])
+        lo, hi = min(values.min(), m - 3.5 * s), max(values.max(), m + 3.5 * s)
+        if not standard:
+            lo, hi = min(lo, -3.5), max(hi, 3.5)
+        ax.hist(values, bins=40, range=(lo, hi), density=True, color="C0", alpha=0.6)
+        t = np.linspace(lo, hi, 200)
+        ax.plot(t, np.exp(-0.5 * ((t - m) / s) ** 2) / (s * math.sqrt(2 * math.pi)), color="C3", lw=1.4)
+        if not standard:
+            ax.plot(t, np.exp(-0.5 * t**2) / math.sqrt(2 * math.pi), color="0.3", lw=1.0, ls="--")
+        ax.set_title(f"z[{d}]: mean {values.mean():.2f}, std {values.std():.2f}", fontsize=8)
+        ax.tick_params(labelsize=7)
+    return fig
+
+
+@_figure("latent_by_class")
+def latent_by_class(ctx: _Context) -> Figure:
+    """Distribution of each latent dimension grouped by class (the AE-vs-VAE study's fig. 1): one box per class."""
+    if not ctx.labelled:
+        raise FigureSkipped("the dataset has no class labels")
+    codes = ctx.codes.numpy()
+    dims = _dims_by_variance(ctx.codes, MAX_CLASS_DIMS)
+    names = ctx.dataset.class_names
+    present = [c for c in range(len(names)) if (ctx.labels == c).any()]
+    colours = _class_colours(len(names))
+    shown = "" if len(dims) == codes.shape[1] else f" ({len(dims)} of {codes.shape[1]} of largest variance)"
+    fig, axes = _panels(ctx, len(dims), f"latent dimensions by class, {len(codes)} test embeddings{shown}\n"
+                        "boxes: quartiles and median; whiskers: 1.5 IQR",
+                        panel_w=max(2.6, 0.32 * len(present) + 0.9))
+    for ax, d in zip(axes, dims, strict=True):
+        groups = [codes[ctx.labels == c, d] for c in present]
+        box = ax.boxplot(groups, showfliers=False, patch_artist=True, widths=0.6)
+        for patch, c in zip(box["boxes"], present, strict=True):
+            patch.set_facecolor(colours[c])
+            patch.set_alpha(0.75)
+        for median in box["medians"]:
+            median.set_color("k")
+        ax.set_xticks(range(1, len(present) + 1))
+        ax.set_xticklabels([names[c] for c in present], rotation=90, fontsize=7)
+        ax.set_title(f"z[{d}]", fontsize=9)
+        ax.tick_params(axis="y", labelsize=7)
+        ax.grid(axis="y", alpha=0.3)
+    return fig
+
+
+@_figure("factor_correlation")
+def factor_correlation_map(ctx: _Context) -> Figure:
+    """Pearson correlation of every generative factor with every latent dimension (the AE-vs-VAE study's fig. 2)."""
+    factors = ctx.dataset.test.factors
+    if factors is None or not ctx.dataset.factor_names:
+        raise FigureSkipped("the dataset has no generative factors")
+    fc = gen.factor_correlation(ctx.codes, factors[ctx.rows.to(factors.device)].cpu(), ctx.dataset.factor_names)
+    corr = fc.corr.T.numpy()  # (F, D)
+    f, d = corr.shape
+    fig = ctx.new_figure(max(7.0, 0.5 * d + 2.4), 0.55 * f + 2.2,
+                         f"Pearson correlation of factors and latent dimensions, {len(ctx.codes)} test images")
+    ax = fig.subplots()
+    image = ax.imshow(corr, cmap="RdBu_r", vmin=-1, vmax=1, aspect="auto")
+    ax.set_yticks(range(f))
+    ax.set_yticklabels(fc.names)
+    ax.set_xticks(range(d))
+    ax.set_xticklabels([str(i) for i in range(d)], fontsize=7 if d > 16 else 9)
+    ax.set_xlabel("latent dimension")
+    if d <= 32:
+        for i in range(f):
+            for j in range(d):
+                ax.text(j, i, f"{corr[i, j]:.2f}", ha="center", va="center", fontsize=6 if d > 12 else 8,
+                        color="white" if abs(corr[i, j]) > 0.6 else "black")
+    fig.colorbar(image, ax=ax, shrink=0.9, label="correlation")
+    return fig
+
+
+@_figure("loss_curves")
+def loss_curves(ctx: _Context) -> Figure:
+    """Training and validation loss per epoch of this trial (its per-epoch history)."""
+    points = {key: [(int(h.get("epoch", i + 1)), float(h[key])) for i, h in enumerate(ctx.history) if key in h]
+              for key in ("train/loss", "val/loss")}
+    if not any(points.values()):
+        raise FigureSkipped("no per-epoch history (a stored trial re-evaluated without training)")
+    fig = ctx.new_figure(6.4, 4.2, "training and validation loss per epoch")
+    ax = fig.subplots()
+    for key, colour in (("train/loss", "C0"), ("val/loss", "C1")):
+        if points[key]:
+            epochs, values = zip(*points[key], strict=True)
+            ax.plot(epochs, values, marker="o" if len(epochs) <= 30 else None, ms=3, color=colour,
+                    label=key.split("/")[0].replace("val", "validation").replace("train", "training"))
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss (the trial's objective)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return fig
+
+
 def make_figures(model: nn.Module, dataset: Dataset, names: Iterable[str], out_dir: str | Path, title: str, *,
-                 prior: Any = None, seed: int = 0, tsne_points: int = 2000, max_points: int = 5000) -> list[Path]:
-    """Write ``out_dir/<name>.png`` for each name (``EvalConfig.figures``); returns the paths in that order.
+                 prior: Any = None, seed: int = 0, tsne_points: int = 2000, max_points: int = 5000,
+                 history: Sequence[Mapping[str, float]] | None = None) -> list[Path]:
+    """Write ``out_dir/<name>.png`` for each name (``EvalConfig.figures``) that applies; returns the paths in
+    that order (a skipped figure has none; see ``FigureSkipped``).
 
     title: first title line of every figure (``figure_title(cfg)``). prior: the latent prior for traversals and
     prior samples, as ``generative.resolve_prior`` takes it (None: N(0, I) for a gaussian bottleneck, else a
     Gaussian fitted to the train latents; pass ``generative.prior_for_trial(cfg)`` for a trial). tsne_points:
-    t-SNE subsample; max_points: test images embedded for the projections. The model's mode is restored.
+    t-SNE subsample; max_points: test images embedded for the projections. history: the trial's per-epoch
+    metrics, oldest first (``train/loss``, ``val/loss`` for ``loss_curves``). The model's mode is restored.
     """
     names = list(names)
     if unknown := [n for n in names if n not in FIGURES]:
         raise ValueError(f"unknown figure(s) {unknown}; known: {', '.join(FIGURES)}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    ctx = _Context(model, dataset, title, prior, seed, tsne_points, max_points)
+    ctx = _Context(model, dataset, title, prior, seed, tsne_points, max_points, list(history or []))
     paths = []
     for name in names:
-        fig = FIGURES[name](ctx)
+        try:
+            fig = FIGURES[name](ctx)
+        except FigureSkipped as why:
+            log.warning("figure %s skipped: %s", name, why)
+            continue
         path = out / f"{name}.png"
         fig.savefig(path, dpi=DPI)
         paths.append(path)

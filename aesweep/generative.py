@@ -3,7 +3,12 @@
 Metrics (``generative_metrics`` returns those that ``EvalConfig.generative`` names):
 
 - ``coverage``: decode ``gen_samples`` draws from the latent prior and compare them with the real test images.
-  Distance between two images = per-pixel RMSE, ``sqrt(mean((a - b)^2))`` over C, H, W, images in [0, 1].
+  Distance between two images (``EvalConfig.coverage_distance``, images in [0, 1]): ``rmse`` (default), the
+  per-pixel RMSE ``sqrt(mean((a - b)^2))`` over C, H, W; or ``euclidean``, ``||a - b||_2 = sqrt(sum((a - b)^2))``
+  over the C*H*W pixels (= RMSE * sqrt(C*H*W)), the AE-vs-VAE study's ("I use euclidean as the distance metric
+  and the threshold of 3"; its nearest-neighbour distance "is about 2.3 pixels", which only a [0, 1] pixel
+  scale gives: on 0..255 a Euclidean distance of 3 would be a near-identical image). Both distances pick the same
+  nearest neighbours; ``gen/nn_distance`` and ``gen/threshold`` are in the chosen distance's units.
   ``gen/coverage``: fraction of real images that have at least one sample within ``threshold``.
   ``gen/nn_distance``: mean over samples of the distance to the nearest real image.
   ``gen/kl_bits``: KL(hits || uniform) in bits, where ``hits`` is the distribution of samples over real images
@@ -44,13 +49,18 @@ if TYPE_CHECKING:
     from aesweep.spec import EvalConfig, TrialConfig
 
 __all__ = [
-    "GENERATIVE_NAMES", "FactorCorrelation", "LatentPrior", "NearestNeighbours", "coverage", "decode", "embed_split",
+    "COVERAGE_DISTANCES", "GENERATIVE_NAMES", "FactorCorrelation", "LatentPrior", "NearestNeighbours", "coverage", "decode", "embed_split",
     "factor_correlation", "fit_prior", "generative_metrics", "hit_kl_bits", "information_rate",
     "information_rate_per_dim", "nearest_neighbours", "nn_distance", "prior_for_trial", "resolve_prior",
     "sample_metrics", "standard_prior", "subsample",
 ]
 
 GENERATIVE_NAMES = ("coverage", "information_rate", "factors")
+# Image distances for coverage: name -> factor on the per-pixel RMSE, given the pixels per image (C*H*W).
+COVERAGE_DISTANCES = {
+    "rmse": lambda pixels: 1.0,
+    "euclidean": lambda pixels: math.sqrt(pixels),
+}
 # Train latents used to fit a deterministic AE's Gaussian: a stable D x D covariance for D up to a few hundred
 # (the jitter keeps larger ones factorisable), and one encoder pass of at most 5000 images per evaluation.
 FIT_ROWS = 5_000
@@ -267,15 +277,23 @@ def nearest_neighbours(query: Tensor, reference: Tensor, exclude_self: bool = Fa
     return NearestNeighbours(_rmse_rows(q, r[index]), index, _rmse_rows(r, q[rev_index]))
 
 
-def coverage(samples: Tensor, real: Tensor, threshold: float) -> float:
+def _distance_scale(distance: str, images: Tensor) -> float:
+    """The factor that turns per-pixel RMSE into ``distance`` for images like ``images`` (N, ...)."""
+    if distance not in COVERAGE_DISTANCES:
+        raise ValueError(f"unknown coverage distance {distance!r}; known: {', '.join(COVERAGE_DISTANCES)}")
+    return COVERAGE_DISTANCES[distance](images[0].numel() if len(images) else 1)
+
+
+def coverage(samples: Tensor, real: Tensor, threshold: float, distance: str = "rmse") -> float:
     """Fraction of ``real`` images (M, ...) with at least one of ``samples`` (N, ...) within ``threshold``
-    (per-pixel RMSE, images in [0, 1])."""
-    return (nearest_neighbours(samples, real).reverse_distance <= threshold).float().mean().item()
+    (in ``distance``: per-pixel RMSE or Euclidean, images in [0, 1])."""
+    reverse = nearest_neighbours(samples, real).reverse_distance * _distance_scale(distance, real)
+    return (reverse <= threshold).float().mean().item()
 
 
-def nn_distance(samples: Tensor, real: Tensor) -> float:
-    """Mean over ``samples`` of the per-pixel RMSE to the nearest ``real`` image."""
-    return nearest_neighbours(samples, real).distance.mean().item()
+def nn_distance(samples: Tensor, real: Tensor, distance: str = "rmse") -> float:
+    """Mean over ``samples`` of the distance (``rmse`` or ``euclidean``) to the nearest ``real`` image."""
+    return nearest_neighbours(samples, real).distance.mean().item() * _distance_scale(distance, real)
 
 
 def hit_kl_bits(hits: Tensor, n_real: int) -> float:
@@ -289,16 +307,19 @@ def hit_kl_bits(hits: Tensor, n_real: int) -> float:
     return float((p * torch.log2(p * n_real)).sum())
 
 
-def sample_metrics(samples: Tensor, real: Tensor, threshold: float | None = None) -> dict[str, float]:
+def sample_metrics(samples: Tensor, real: Tensor, threshold: float | None = None,
+                   distance: str = "rmse") -> dict[str, float]:
     """gen/coverage, gen/nn_distance, gen/kl_bits and gen/threshold for decoded ``samples`` (N, C, H, W) against
-    ``real`` images (M, C, H, W), both float in [0, 1]. ``threshold`` None: the median distance of each real
-    image to its nearest other real image."""
+    ``real`` images (M, C, H, W), both float in [0, 1]. ``distance``: ``rmse`` (per pixel) or ``euclidean`` (over
+    all pixels); ``threshold`` and the distances reported are in its units. ``threshold`` None: the median
+    distance of each real image to its nearest other real image."""
+    scale = _distance_scale(distance, real)
     if threshold is None:
-        threshold = nearest_neighbours(real, real, exclude_self=True).distance.median().item()
+        threshold = nearest_neighbours(real, real, exclude_self=True).distance.median().item() * scale
     nn_ = nearest_neighbours(samples, real)
     return {
-        "gen/coverage": (nn_.reverse_distance <= threshold).float().mean().item(),
-        "gen/nn_distance": nn_.distance.mean().item(),
+        "gen/coverage": (nn_.reverse_distance * scale <= threshold).float().mean().item(),
+        "gen/nn_distance": nn_.distance.mean().item() * scale,
         "gen/kl_bits": hit_kl_bits(nn_.index, len(real)),
         "gen/threshold": float(threshold),
     }
@@ -325,13 +346,14 @@ class FactorCorrelation:
     """|Pearson correlation| between latent dimensions and generative factors.
 
     ``abs_corr`` (D, F); ``best_dim`` (F,) the most correlated dimension per factor; ``best_corr`` (F,) its
-    |correlation|; ``names`` the F factor names.
+    |correlation|; ``names`` the F factor names; ``corr`` (D, F) the signed correlations (0 where undefined).
     """
 
     abs_corr: Tensor
     best_dim: Tensor
     best_corr: Tensor
     names: tuple[str, ...]
+    corr: Tensor | None = None
 
     def as_dict(self) -> dict[str, tuple[int, float]]:
         """factor -> (best dimension, |correlation|)."""
@@ -347,10 +369,12 @@ def factor_correlation(z: Tensor, factors: Tensor, names: Sequence[str] | None =
     tiny = 1e-12
     denom = zn[:, None] * fn[None, :]
     corr = (zc.T @ fc) / denom.where(denom > tiny**2, torch.ones_like(denom))
-    corr = corr.where((zn[:, None] > tiny) & (fn[None, :] > tiny), torch.zeros_like(corr)).abs().clamp(max=1)
+    signed = corr.where((zn[:, None] > tiny) & (fn[None, :] > tiny), torch.zeros_like(corr)).clamp(-1, 1)
+    corr = signed.abs()
     best_corr, best_dim = corr.max(0)
     names = tuple(names) if names is not None else tuple(f"factor{i}" for i in range(f.shape[1]))
-    return FactorCorrelation(corr.float().cpu(), best_dim.cpu(), best_corr.float().cpu(), names)
+    return FactorCorrelation(corr.float().cpu(), best_dim.cpu(), best_corr.float().cpu(), names,
+                             signed.float().cpu())
 
 
 def latent_factor_correlation(model: nn.Module, dataset: Dataset) -> FactorCorrelation | None:
@@ -384,7 +408,7 @@ def generative_metrics(model: nn.Module, dataset: Dataset, cfg: EvalConfig | Tri
     if "coverage" in names:
         samples = decode(model, resolve_prior(model, dataset, prior).sample(eval_cfg.gen_samples, seed))
         real = to_float(dataset.test.images.to(samples.device))
-        out.update(sample_metrics(samples, real, eval_cfg.coverage_threshold))
+        out.update(sample_metrics(samples, real, eval_cfg.coverage_threshold, eval_cfg.coverage_distance))
     z = None
     if "information_rate" in names:
         z = embed_split(model, dataset.test)

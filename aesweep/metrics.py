@@ -23,16 +23,29 @@ Conventions (each one chosen to match a reference that tests compare against):
   of degenerate windows: both windows flat -> ``2 mu_x mu_y / (mu_x^2 + mu_y^2)`` (1 when both are black).
   torchmetrics returns 0 there (0 / eps), which scores an image against itself at 0.15-0.6 on the shapes data
   (black background) instead of 1. Computed in float64 so that "flat" can be tested with a tight tolerance.
+- uqi_block8: the same index with Wang & Bovik's own window (their 2002 letter and MATLAB code
+  ``img_qi.m``): a uniform 8x8 block slid one pixel at a time over the valid region ((H-7) x (W-7) windows),
+  Q averaged over the windows; the same flat-window rule as ``uqi``. Channels are averaged.
 - ergas: torchmetrics' ERGAS ``100 / ratio * sqrt(mean_c (RMSE_c / mean(x_c))^2)`` with ``ratio`` =
-  ``ERGAS_RATIO`` = 1: a reconstruction has its input's resolution (torchmetrics' default 4 is the
-  pan-sharpening resolution ratio and would divide every value by 4). Undefined (inf, or NaN for a perfect
-  reconstruction) for a target channel that is entirely black; no image of the shipped datasets is.
+  ``eval.ergas_ratio``, default ``ERGAS_RATIO`` = 1: a reconstruction has its input's resolution
+  (torchmetrics' default 4 is the pan-sharpening resolution ratio and divides every value by 4). Undefined
+  (inf, or NaN for a perfect reconstruction) for a target channel that is entirely black; no image of the
+  shipped datasets is.
 - bce: binary cross-entropy of x_hat as Bernoulli means against x as soft targets, mean over pixels (torch's
   ``binary_cross_entropy``, logs clamped at -100). Not 0 for a perfect reconstruction unless x is binary.
+- bce_bits: the same cross-entropy summed over the C*H*W pixels of the image and converted to bits (divided by
+  ln 2): the "Reconstruction Error (bits)" of the AE-vs-VAE study (002), whose eq. (6) writes the BCE as a sum
+  over the d input dimensions. ``bce_bits = bce * C*H*W / ln 2``.
+
+Metrics with options: ``METRIC_OPTIONS`` maps a metric to the keyword arguments it takes and the EvalConfig field
+each comes from; ``configured(eval_cfg)`` gives the ``{name: kwargs}`` that ``MetricAccumulator`` and
+``reconstruction_metrics`` accept in place of a list of names.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -41,18 +54,23 @@ from torch import Tensor, nn
 from aesweep.data import Split, iterate_batches, to_float
 from aesweep.registry import METRICS
 
+if TYPE_CHECKING:
+    from aesweep.spec import EvalConfig
+
 # torchmetrics' formulas are written out here rather than imported: its import (scipy.signal and friends,
 # 1.5-7 s on 2 cores depending on load) was the largest part of a Ray worker's first evaluation. The tests compare
 # every one of them with torchmetrics or scikit-image.
 
 __all__ = [
-    "ALL_METRICS", "ERGAS_RATIO", "PSNR_CAP_DB", "SSIM_SIGMA", "MetricAccumulator", "bce", "ergas", "mae", "mse",
-    "psnr", "reconstruction_metrics", "rmse", "ssim", "uqi", "val_metrics",
+    "ALL_METRICS", "ERGAS_RATIO", "METRIC_OPTIONS", "PSNR_CAP_DB", "SSIM_SIGMA", "UQI_BLOCK", "MetricAccumulator",
+    "bce", "bce_bits", "configured", "ergas", "mae", "mse", "psnr", "reconstruction_metrics", "rmse", "ssim", "uqi",
+    "uqi_block8", "val_metrics",
 ]
 
 PSNR_CAP_DB = 100.0
 ERGAS_RATIO = 1.0
 SSIM_SIGMA = 1.5
+UQI_BLOCK = 8  # Wang & Bovik's block size
 # scikit-image's window for gaussian_weights: truncate 3.5 sigma -> radius int(3.5 * 1.5 + 0.5) = 5, 11 taps.
 _RADIUS = int(3.5 * SSIM_SIGMA + 0.5)
 # UQI: a window whose summed local variances (summed squared means) fall below this is flat (black). Float64 cancellation error in E[x^2] - E[x]^2 is
@@ -122,26 +140,43 @@ def _band(n: int, g: Tensor) -> Tensor:
     return band
 
 
-def _local_means(maps: Tensor) -> Tensor:
-    """Gaussian-weighted local means (sigma 1.5, 11x11, normalised) of every (H, W) map of ``maps (..., H, W)``
-    over the valid region, (..., H - 10, W - 10): exactly the region torchmetrics keeps after its border crop.
+def _local_means(maps: Tensor, taps: Tensor | None = None) -> Tensor:
+    """Local means of every (H, W) map of ``maps (..., H, W)`` over the valid region under the separable window
+    ``taps`` (1-D, summing to 1; default the Gaussian of sigma 1.5, 11 taps), (..., H - k + 1, W - k + 1). For the
+    Gaussian that is exactly the region torchmetrics keeps after its border crop.
 
-    The window is the outer product of a 1-D Gaussian with itself, so the filter is two banded matrix products
+    The window is the outer product of a 1-D window with itself, so the filter is two banded matrix products
     (columns, then rows): the same numbers up to rounding, at BLAS speed even in float64, where the 121-tap
     depthwise convolution took ~25 s per 10k CIFAR-sized images on 2 cores."""
-    t = torch.arange(-_RADIUS, _RADIUS + 1, dtype=maps.dtype, device=maps.device)
-    g = torch.exp(-(t**2) / (2 * SSIM_SIGMA**2))
-    g = g / g.sum()
+    if taps is None:
+        t = torch.arange(-_RADIUS, _RADIUS + 1, dtype=maps.dtype, device=maps.device)
+        taps = torch.exp(-(t**2) / (2 * SSIM_SIGMA**2))
+        taps = taps / taps.sum()
+    taps = taps.to(maps.dtype).to(maps.device)
     h, w = maps.shape[-2:]
-    return _band(h, g).T @ (maps @ _band(w, g))
+    return _band(h, taps).T @ (maps @ _band(w, taps))
 
 
 @METRICS.register("uqi")
 def uqi(x_hat: Tensor, x: Tensor) -> Tensor:
     """Universal quality index per image (Gaussian window, flat windows as in Wang & Bovik's code), (B,)."""
+    return _uqi(x_hat, x, None)
+
+
+@METRICS.register("uqi_block8")
+def uqi_block8(x_hat: Tensor, x: Tensor) -> Tensor:
+    """Universal quality index per image with Wang & Bovik's sliding 8x8 uniform block (their code), (B,)."""
+    x_hat, x = _check(x_hat, x)
+    if min(x.shape[-2:]) < UQI_BLOCK:
+        raise ValueError(f"uqi_block8 needs images of at least {UQI_BLOCK}x{UQI_BLOCK}, got {tuple(x.shape[-2:])}")
+    return _uqi(x_hat, x, torch.full((UQI_BLOCK,), 1.0 / UQI_BLOCK, dtype=torch.float64))
+
+
+def _uqi(x_hat: Tensor, x: Tensor, taps: Tensor | None) -> Tensor:
+    """Q per window under the window ``taps`` (see ``_local_means``), averaged per image, (B,)."""
     x_hat, x = _check(x_hat, x)
     a, b = x_hat.double(), x.double()
-    stats = _local_means(torch.stack([a, b, a * a, b * b, a * b]))
+    stats = _local_means(torch.stack([a, b, a * a, b * b, a * b]), taps)
     mu_a, mu_b = stats[0], stats[1]
     var_a = (stats[2] - mu_a**2).clamp_min(0)
     var_b = (stats[3] - mu_b**2).clamp_min(0)
@@ -158,13 +193,16 @@ def uqi(x_hat: Tensor, x: Tensor) -> Tensor:
 
 
 @METRICS.register("ergas")
-def ergas(x_hat: Tensor, x: Tensor) -> Tensor:
-    """ERGAS per image: 100 * relative RMSE per channel, root-mean-square over channels (ratio 1), (B,).
+def ergas(x_hat: Tensor, x: Tensor, ratio: float = ERGAS_RATIO) -> Tensor:
+    """ERGAS per image: 100 / ratio * relative RMSE per channel, root-mean-square over channels (ratio
+    ``eval.ergas_ratio``, default 1), (B,).
 
-    torchmetrics' ``error_relative_global_dimensionless_synthesis(ratio=1, reduction="none")``, written out."""
+    torchmetrics' ``error_relative_global_dimensionless_synthesis(ratio=ratio, reduction="none")``, written out."""
+    if not ratio > 0:
+        raise ValueError(f"ergas ratio must be positive, got {ratio}")
     x_hat, x = _check(x_hat, x)
     rmse_c = (x_hat - x).pow(2).flatten(2).mean(2).sqrt()  # (B, C)
-    return 100 / ERGAS_RATIO * (rmse_c / x.flatten(2).mean(2)).pow(2).mean(1).sqrt()
+    return 100 / ratio * (rmse_c / x.flatten(2).mean(2)).pow(2).mean(1).sqrt()
 
 
 @METRICS.register("bce")
@@ -174,8 +212,27 @@ def bce(x_hat: Tensor, x: Tensor) -> Tensor:
     return F.binary_cross_entropy(x_hat, x, reduction="none").flatten(1).mean(1)
 
 
-# Every metric, in the order tables print them.
+@METRICS.register("bce_bits")
+def bce_bits(x_hat: Tensor, x: Tensor) -> Tensor:
+    """Binary cross-entropy per image summed over its pixels, in bits (the AE-vs-VAE study's table), (B,)."""
+    x_hat, x = _check(x_hat, x)
+    return F.binary_cross_entropy(x_hat, x, reduction="none").flatten(1).sum(1) / math.log(2)
+
+
+# The default metrics (EvalConfig.metrics), in the order tables print them. uqi_block8 and bce_bits are opt-in.
 ALL_METRICS = ("mse", "rmse", "mae", "psnr", "ssim", "uqi", "ergas", "bce")
+
+# metric -> {keyword argument: EvalConfig field it is read from}. Data, not a branch: a metric with a knob adds
+# its row here and reads the knob as a keyword argument.
+METRIC_OPTIONS: dict[str, dict[str, str]] = {
+    "ergas": {"ratio": "ergas_ratio"},
+}
+
+
+def configured(cfg: EvalConfig) -> dict[str, dict[str, Any]]:
+    """``{name: keyword arguments}`` for every metric of ``cfg.metrics``, in order, options read from ``cfg``."""
+    return {name: {arg: getattr(cfg, field) for arg, field in METRIC_OPTIONS.get(name, {}).items()}
+            for name in cfg.metrics}
 
 
 class MetricAccumulator:
@@ -185,8 +242,11 @@ class MetricAccumulator:
     synchronisation is the one in ``compute``.
     """
 
-    def __init__(self, names: Iterable[str]):
-        self.fns = {name: METRICS.get(name) for name in names}  # unknown names fail here, listing the known ones
+    def __init__(self, names: Iterable[str] | Mapping[str, Mapping[str, Any]]):
+        """names: metric names, or ``{name: keyword arguments}`` (``configured(eval_cfg)``)."""
+        options = names if isinstance(names, Mapping) else {name: {} for name in names}
+        self.fns = {name: METRICS.get(name) for name in options}  # unknown names fail here, listing the known ones
+        self.options = {name: dict(kwargs) for name, kwargs in options.items()}
         self.sums: dict[str, Tensor] = {}
         self.count = 0
 
@@ -194,7 +254,7 @@ class MetricAccumulator:
         """Add one batch: ``x_hat`` and ``x`` float (B, C, H, W) in [0, 1]."""
         with torch.no_grad():  # called from a training loop, the sums must not keep every batch's graph alive
             for name, fn in self.fns.items():
-                total = fn(x_hat, x).double().sum()
+                total = fn(x_hat, x, **self.options[name]).double().sum()
                 self.sums[name] = self.sums[name] + total if name in self.sums else total
         self.count += x.shape[0]
 
@@ -208,9 +268,11 @@ class MetricAccumulator:
 
 
 def reconstruction_metrics(
-    model: nn.Module, split: Split, names: Sequence[str] = ALL_METRICS, batch_size: int = 256, prefix: str = "test"
+    model: nn.Module, split: Split, names: Sequence[str] | Mapping[str, Mapping[str, Any]] = ALL_METRICS,
+    batch_size: int = 256, prefix: str = "test"
 ) -> dict[str, float]:
     """Reconstruct every image of ``split`` and measure it: ``{"<prefix>/<name>": mean over images}``.
+    ``names``: metric names or ``{name: keyword arguments}`` (``configured(eval_cfg)``).
 
     The model runs in eval mode (a gaussian bottleneck decodes its mean) under ``torch.inference_mode`` on the
     model's device, on clean inputs (a denoising model is measured on what it reconstructs from clean images);

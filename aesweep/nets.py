@@ -93,32 +93,39 @@ def _pad8(in_shape: Shape) -> tuple[int, int, int, int]:
 
 
 def conv_decoder(in_shape: Shape, latent_dim: int, width: float = 1.0, depth: int = 1) -> nn.Sequential:
-    """The conv decoder: Linear -> (256*width, H'/8, W'/8) -> three upsampling stages -> Conv2d -> Sigmoid.
+    """The conv decoder of the CIFAR-10 latent study: Linear -> (256*width, H'/8, W'/8) -> three transposed-conv
+    blocks -> Conv2d(C, C, 1, 1) -> Sigmoid.
+
+    Follows the study's sentence "It includes a linear layer that reshapes the latent code to 256 x 4 x 4,
+    followed by three transposed convolutional blocks and a final Conv2d(3,3,1,1) with a Sigmoid activation":
+    no activation between the Linear and the first transposed conv; a transposed-conv block is
+    ConvTranspose2d(4, stride 2, pad 1) + BN + ReLU (a "block" as the study defines the encoder's,
+    conv + BatchNorm2d + ReLU); channels 256 -> 128 -> 64 -> C (times width, except the image's C), so that
+    the last 1x1 conv maps C to C channels as Conv2d(3,3,1,1) does for CIFAR-10.
 
     H', W' are H, W padded up to a multiple of 8 (see ``_pad8``); the output is cropped back to exactly
-    (H, W). Each stage is ConvTranspose2d(4, stride 2, pad 1) + BN + ReLU followed by ``depth - 1`` stride-1
-    conv blocks (the mirror of the encoder), channels 256 -> 128 -> 64 -> 64 (times width).
+    (H, W). ``depth - 1`` stride-1 conv blocks (the mirror of the encoder's extra blocks) precede each transposed
+    block at that stage's input channels; ``depth`` <= 1 gives the study's layout.
     """
     c, h, w = in_shape
     left, right, top, bottom = _pad8(in_shape)
     gh, gw = (h + top + bottom) // 8, (w + left + right) // 8
     chans = [_scaled(ch, width) for ch in reversed(CONV_CHANNELS)]  # 256, 128, 64
-    outs = chans[1:] + chans[-1:]  # 128, 64, 64
+    outs = [*chans[1:], c]  # 128, 64, C
     layers: list[nn.Module] = [
         nn.Linear(latent_dim, chans[0] * gh * gw),
         nn.Unflatten(1, (chans[0], gh, gw)),
-        nn.ReLU(inplace=True),
     ]
     prev = chans[0]
     for ch in outs:
+        layers += [_conv_block(prev, prev, 1) for _ in range(max(depth, 1) - 1)]
         layers += [
             nn.ConvTranspose2d(prev, ch, 4, stride=2, padding=1, bias=False),
             nn.BatchNorm2d(ch),
             nn.ReLU(True),
         ]
-        layers += [_conv_block(ch, ch, 1) for _ in range(max(depth, 1) - 1)]
         prev = ch
-    layers += [nn.Conv2d(prev, c, 3, padding=1), nn.Sigmoid(), Crop(top, left, h, w)]
+    layers += [nn.Conv2d(c, c, 1, stride=1), nn.Sigmoid(), Crop(top, left, h, w)]
     return nn.Sequential(*layers)
 
 

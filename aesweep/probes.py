@@ -28,8 +28,10 @@ Two protocols (``EvalConfig.protocol``):
   The row bounds (``subsample``, ``slow_subsample``, ``cluster_subsample``, ``cluster_pca_dim``) still apply: set
   them to null for the published protocol exactly.
 
-Registries: ``PROBES`` holds ``Probe`` rows (logreg, mlp, random_forest, knn), ``CLUSTERERS`` holds
-``Clusterer`` rows (kmeans, gmm, hdbscan). Adding one is one row here plus its test.
+Registries: ``PROBES`` holds ``Probe`` rows (logreg, mlp, random_forest, knn, mlp_torch), ``CLUSTERERS`` holds
+``Clusterer`` rows (kmeans, gmm, hdbscan). Adding one is one row here plus its test. ``mlp_torch`` (the paradigms
+studies' classifier on a frozen encoder: a torch MLP with dropout, Adam, early stopping) lives in ``mlp_probe``;
+its knobs are ``EvalConfig.mlp_torch``, handed to it through the row's ``options``.
 
 This module imports neither Ray nor MLflow, and imports scikit-learn and hdbscan lazily: ``registry.load_all``
 imports it to validate specs, which should not pay scikit-learn's ~2 s import.
@@ -400,16 +402,23 @@ class Probe:
     reference, and ``backend: sklearn``). ``grid``: the paper protocol's GridSearchCV grid over the parameters of
     ``paper_estimator(seed)`` (default: ``estimator``). ``torch_predict(train_x, train_y, test_x, num_classes)``:
     the device fast path on preprocessed features, returning labels (M,); None if there is none. ``slow``: the
-    training rows are bounded by ``slow_subsample`` instead of ``subsample``."""
+    training rows are bounded by ``slow_subsample`` instead of ``subsample``. ``options(eval_cfg)``: keyword
+    arguments read from the EvalConfig (a probe with knobs); when set, ``estimator``, ``paper_estimator`` and
+    ``torch_predict`` receive them, and ``torch_predict`` also ``seed``."""
 
-    estimator: Callable[[int], Any]
+    estimator: Callable[..., Any]
     grid: dict[str, list[Any]]
     torch_predict: TorchPredict | None = None
-    paper_estimator: Callable[[int], Any] | None = None
+    paper_estimator: Callable[..., Any] | None = None
     slow: bool = False
+    options: Callable[[EvalConfig], dict[str, Any]] | None = None
 
-    def paper(self, seed: int) -> Any:
-        return (self.paper_estimator or self.estimator)(seed)
+    def paper(self, seed: int, **options: Any) -> Any:
+        return (self.paper_estimator or self.estimator)(seed, **options)
+
+    def kwargs(self, cfg: EvalConfig | None) -> dict[str, Any]:
+        """The keyword arguments this probe takes from ``cfg`` (none without ``options`` or ``cfg``)."""
+        return dict(self.options(cfg)) if self.options is not None and cfg is not None else {}
 
 
 def _sk_logreg(seed: int) -> Any:
@@ -445,6 +454,23 @@ def _sk_knn(seed: int) -> Any:
     return KNeighborsClassifier(n_neighbors=KNN_K, weights="distance")
 
 
+def _sk_torch_mlp(seed: int, **options: Any) -> Any:
+    from aesweep.mlp_probe import TorchMLPClassifier
+
+    return TorchMLPClassifier(seed=seed, **options)
+
+
+def _torch_mlp_predict(train_x: Tensor, train_y: Tensor, test_x: Tensor, num_classes: int, **options: Any
+                       ) -> Tensor:
+    from aesweep import mlp_probe
+
+    return mlp_probe.torch_predict(train_x, train_y, test_x, num_classes, **options)
+
+
+def _mlp_torch_options(cfg: EvalConfig) -> dict[str, Any]:
+    return cfg.mlp_torch.model_dump()
+
+
 PROBES.add("logreg", Probe(_sk_logreg, {"estimator__C": [0.1, 1, 10]}, torch_predict=torch_logreg,
                            paper_estimator=_paper_logreg),
            "Multinomial logistic regression, C=0.1 (torch L-BFGS on the device; paper: one-vs-rest liblinear)")
@@ -454,6 +480,10 @@ PROBES.add("random_forest", Probe(_sk_random_forest, {"max_features": ["sqrt", 0
            "Random forest, 200 trees of depth <= 20")
 PROBES.add("knn", Probe(_sk_knn, {"n_neighbors": [5, 15]}, torch_predict=torch_knn),
            "k-nearest neighbours, k=5, distance-weighted (torch cdist + topk on the device)")
+PROBES.add("mlp_torch", Probe(_sk_torch_mlp, {"dropout": [0.1, 0.3]}, torch_predict=_torch_mlp_predict,
+                              options=_mlp_torch_options),
+           "torch MLP on the frozen embeddings (eval.mlp_torch: widths [64], dropout 0.2), Adam, early stopping "
+           "on a validation slice, on the device")
 
 
 def _fit_sized(estimator: Any, n_rows: int, num_classes: int) -> Any:
@@ -475,13 +505,20 @@ def _use_torch(probe: Probe, backend: str) -> bool:
 
 
 def fit_predict(name: str, train_x: ArrayLike, train_y: ArrayLike, test_x: ArrayLike, *, num_classes: int,
-                preprocessing: str = "standard", backend: str = "auto", seed: int = 0) -> np.ndarray:
+                preprocessing: str = "standard", backend: str = "auto", seed: int = 0,
+                cfg: EvalConfig | None = None) -> np.ndarray:
     """Fit probe ``name`` (fast protocol: fixed hyperparameters) on ``train_x (N, D)`` / ``train_y (N,)`` after
     ``preprocessing`` fitted on the training rows; predicted labels (M,) for ``test_x (M, D)`` as a numpy array.
+    ``cfg``: the EvalConfig a probe with knobs reads them from (``Probe.options``; defaults without it).
 
     Torch fast paths run on the device of ``train_x``: ``standard`` is done in torch there; the other two
     preprocessings are fitted by scikit-learn on the host and their output moved back to the device."""
     probe: Probe = PROBES.get(name)
+    if probe.options is not None and cfg is None:
+        from aesweep.spec import EvalConfig
+
+        cfg = EvalConfig()
+    options = probe.kwargs(cfg)
     steps = PREPROCESSINGS[preprocessing]
     if _use_torch(probe, backend):
         xtr = _tensor(train_x)
@@ -494,18 +531,20 @@ def fit_predict(name: str, train_x: ArrayLike, train_y: ArrayLike, test_x: Array
             with _sklearn_threads():
                 prep = Pipeline(steps(xtr.shape[1])).fit(_numpy(train_x), _labels(train_y))
                 xtr, xte = (_tensor(prep.transform(_numpy(a)), ytr.device) for a in (train_x, test_x))
-        return probe.torch_predict(xtr, ytr, xte, num_classes).cpu().numpy()
+        extra = {**options, "seed": seed} if probe.options is not None else {}
+        return probe.torch_predict(xtr, ytr, xte, num_classes, **extra).cpu().numpy()
 
     from sklearn.pipeline import Pipeline
 
     xtr_np, ytr_np = _numpy(train_x), _labels(train_y)
-    pipe = Pipeline(steps(xtr_np.shape[1]) + [("clf", probe.estimator(seed))])
+    pipe = Pipeline(steps(xtr_np.shape[1]) + [("clf", probe.estimator(seed, **options))])
     with _sklearn_threads():
         return _fit_sized(pipe, len(ytr_np), num_classes).fit(xtr_np, ytr_np).predict(_numpy(test_x))
 
 
 def paper_probe(name: str, train_x: ArrayLike, train_y: ArrayLike, test_x: ArrayLike, test_y: ArrayLike, *,
-                num_classes: int, seed: int = 0, n_jobs: int = -1) -> tuple[dict[str, float], Any]:
+                num_classes: int, seed: int = 0, n_jobs: int = -1, cfg: EvalConfig | None = None
+                ) -> tuple[dict[str, float], Any]:
     """The published protocol for probe ``name``: for each preprocessing, GridSearchCV(cv=3) over the probe's grid
     (refit on all training rows), 5-fold ``cross_val_score`` of the best pipeline and its test predictions.
 
@@ -515,10 +554,11 @@ def paper_probe(name: str, train_x: ArrayLike, train_y: ArrayLike, test_x: Array
     from sklearn.pipeline import Pipeline
 
     probe: Probe = PROBES.get(name)
+    options = probe.kwargs(cfg)
     xtr, ytr, xte, yte = _numpy(train_x), _labels(train_y), _numpy(test_x), _labels(test_y)
     best: tuple[float, dict[str, float], Any] | None = None
     for steps in PREPROCESSINGS.values():
-        pipe = Pipeline(steps(xtr.shape[1]) + [("clf", probe.paper(seed))])
+        pipe = Pipeline(steps(xtr.shape[1]) + [("clf", probe.paper(seed, **options))])
         grid = {f"clf__{key}": values for key, values in probe.grid.items()}
         with _sklearn_threads():
             search = GridSearchCV(pipe, grid, cv=3, n_jobs=n_jobs).fit(xtr, ytr)
@@ -661,18 +701,18 @@ def run_probes(train_x: ArrayLike, train_y: ArrayLike, test_x: ArrayLike, test_y
         with _Timer() as timer:
             if cfg.protocol == "paper":
                 scores, chosen = paper_probe(name, xtr[rows_t], ytr[rows], xte, yte, num_classes=num_classes,
-                                             seed=seed)
+                                             seed=seed, cfg=cfg)
             elif splits:
                 pred = fit_predict(name, xtr[rows_t], ytr[rows], torch.cat([xtr[rows_t], xval, xte]),
                                    num_classes=num_classes, preprocessing=cfg.preprocessing, backend=cfg.backend,
-                                   seed=seed)
+                                   seed=seed, cfg=cfg)
                 n_fit, n_val = len(rows), len(yval)
                 scores = classification_scores(yte, pred[n_fit + n_val:], num_classes, f"probe/{name}")
                 scores[f"probe/{name}/train_acc"] = float(np.mean(pred[:n_fit] == ytr[rows]))
                 scores[f"probe/{name}/val_acc"] = float(np.mean(pred[n_fit:n_fit + n_val] == yval))
             else:
                 pred = fit_predict(name, xtr[rows_t], ytr[rows], xte, num_classes=num_classes,
-                                   preprocessing=cfg.preprocessing, backend=cfg.backend, seed=seed)
+                                   preprocessing=cfg.preprocessing, backend=cfg.backend, seed=seed, cfg=cfg)
                 scores = classification_scores(yte, pred, num_classes, f"probe/{name}")
         out.update(scores)
         out[f"time/probe/{name}_s"] = timer.seconds
@@ -692,7 +732,7 @@ def run_probes(train_x: ArrayLike, train_y: ArrayLike, test_x: ArrayLike, test_y
                 else:
                     sub_t = torch.as_tensor(sub, device=xtr.device)
                     pred = fit_predict(name, xtr[sub_t], ytr[sub], xte, num_classes=num_classes,
-                                       preprocessing=cfg.preprocessing, backend=cfg.backend, seed=seed)
+                                       preprocessing=cfg.preprocessing, backend=cfg.backend, seed=seed, cfg=cfg)
                 out[f"probe/{name}/acc_at_{n}"] = float(np.mean(pred == yte))
         out[f"time/probe/{name}/label_efficiency_s"] = timer.seconds
 

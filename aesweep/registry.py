@@ -22,6 +22,7 @@ REGISTERING_MODULES = (
     "aesweep.variants",
     "aesweep.metrics",
     "aesweep.probes",
+    "aesweep.figures",
     "aesweep.baselines",
 )
 
@@ -84,6 +85,7 @@ VARIANTS: Registry[Any] = Registry("variant")
 METRICS: Registry[Any] = Registry("metric")
 PROBES: Registry[Any] = Registry("probe")
 CLUSTERERS: Registry[Any] = Registry("clusterer")
+FIGURES: Registry[Any] = Registry("figure")
 
 ALL = {
     "datasets": DATASETS,
@@ -93,6 +95,7 @@ ALL = {
     "metrics": METRICS,
     "probes": PROBES,
     "clustering": CLUSTERERS,
+    "figures": FIGURES,
 }
 
 _loaded = False

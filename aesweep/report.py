@@ -6,13 +6,17 @@ writes to ``out_dir`` (and logs the same files on the sweep's parent run under `
 - ``summary.md``: the page to read first (the sweep, trial counts, best configurations, links to everything);
 - ``trials.csv``: one row per trial (id, run, status, reason, every param, the last value of every metric);
 - study tables, CSV and Markdown (``tables.md`` holds them all): every reconstruction metric, probe accuracy
-  (classifier as a row level) and clustering ARI / NMI (method as a row level) by configuration (rows) x latent
-  size (columns). Rows and columns come from what the sweep varied. Replicates (``train.seed`` with
+  (classifier as a row level), clustering ARI / NMI (method as a row level), the final validation values beside
+  the test values (``val_test``: loss, mse, psnr as each trial's last epoch reported them, the beta-VAE study's
+  "mean +- std over validation and test folds") and parameter counts (``params``, when the trials log
+  ``model/params*``, as metrics or params) by configuration (rows) x latent size (columns). Rows and columns come from what the sweep varied. Replicates (``train.seed`` with
   ``search.seeds``, ``dataset.fold`` with k-fold cross-validation) are aggregated: mean +- 95% CI over seeds, mean
   +- std over folds; ``stats.csv`` holds mean, std, ci95 and n of every cell. The best value per column is bold.
 - plots (PNG): each reconstruction metric and each probe against latent size (log2 axis, one line per
   configuration), label-efficiency curves, the Pareto front of reconstruction error vs probe accuracy with
-  dominated trials greyed, and for searched sweeps Optuna's optimisation history and fANOVA parameter importance.
+  dominated trials greyed, for searched sweeps Optuna's optimisation history and fANOVA parameter importance, and
+  the training and validation loss per epoch of every trial, one panel per configuration (``loss_curves*.png``,
+  from the metric histories in MLflow; ``report_curves``).
 
 Only finished trials enter tables and plots; failed and pruned ones are counted and listed in ``summary.md``.
 """
@@ -38,7 +42,10 @@ LATENT = "model.latent_dim"
 # Params that change between trials without describing the configuration (set by the sweep machinery).
 NOT_CONFIG = {"name"}
 # Direction of "better" by metric name (the last path element); anything else is higher-is-better.
-LOWER_IS_BETTER = re.compile(r"(mse|rmse|mae|ergas|bce|loss|nn_distance|kl_bits|noise_frac|_s)$")
+LOWER_IS_BETTER = re.compile(r"(mse|rmse|mae|ergas|bce|bce_bits|loss|nn_distance|kl_bits|noise_frac|_s)$")
+# Parameter counts (``model/params``, ``model/params/encoder``, ...: logged by the trials as metrics, or as params):
+# numbers to show, not a configuration, and neither better nor worse when larger.
+PARAM_COUNT = "model/params"
 
 
 
@@ -118,7 +125,10 @@ def load_record(uri: str, parent_run_id: str, spec: SweepSpec | None = None) -> 
                "reason": tags.get(tracking.FAILURE_TAG, ""), "start_time": run.info.start_time}
         for key, text in run.data.params.items():
             row[key] = _value(text)
-            if key not in params:
+            if key.startswith(PARAM_COUNT):  # a count logged as a param: a number to tabulate
+                if key not in metrics:
+                    metrics.append(key)
+            elif key not in params:
                 params.append(key)
         for key, value in run.data.metrics.items():
             row[key] = value
@@ -163,9 +173,11 @@ def _ci95(std: float, n: int) -> float:
     return float(stats.t.ppf(0.975, n - 1) * std / math.sqrt(n))
 
 
-def _fmt(value: float) -> str:
+def _fmt(value: float, metric: str = "") -> str:
     if not math.isfinite(value):
         return "-"
+    if metric.startswith(PARAM_COUNT):
+        return f"{value:,.0f}"
     magnitude = abs(value)
     if magnitude != 0 and (magnitude < 1e-3 or magnitude >= 1e5):
         return f"{value:.3e}"
@@ -241,10 +253,12 @@ def study_table(record: SweepRecord, name: str, title: str, metrics: dict[str, s
                 by_metric.setdefault(found["metric"], []).append((row, found["mean"], found[spread_of]))
         for metric, entries in by_metric.items():
             pick = min if lower_is_better(metric) else max
-            best = pick(entries, key=lambda e: e[1])[0] if len(entries) > 1 else None
+            ranked = len(entries) > 1 and not metric.startswith(PARAM_COUNT)
+            best = pick(entries, key=lambda e: e[1])[0] if ranked else None
             for row, mean, spread in entries:
                 means.at[row, col] = mean
-                text = _fmt(mean) + (f" ± {spread:.2g}" if record.replicate and math.isfinite(spread) else "")
+                spread_shown = record.replicate and math.isfinite(spread) and not metric.startswith(PARAM_COUNT)
+                text = _fmt(mean, metric) + (f" ± {spread:.2g}" if spread_shown else "")
                 cells.at[row, col] = f"**{text}**" if row == best else text
     stats = stats.rename(columns={"_level": level or "label"})
     return Table(name, title, means, cells, stats)
@@ -295,9 +309,27 @@ def generative_table(record: SweepRecord) -> Table | None:
     return study_table(record, "generative", "Generative and latent metrics", metrics, "quantity")
 
 
+def val_test_table(record: SweepRecord) -> Table | None:
+    """Each final ``val/<m>`` (the last epoch's) beside ``test/<m>``, for every m that has both."""
+    metrics: dict[str, str] = {}
+    for m in record.metric_columns:
+        short = m[len("val/"):]
+        if m.startswith("val/") and "/" not in short and f"test/{short}" in record.metric_columns:
+            metrics[m], metrics[f"test/{short}"] = f"{short} (val)", f"{short} (test)"
+    return study_table(record, "val_test", "Validation (last epoch) and test values", metrics, "measure")
+
+
+def params_table(record: SweepRecord) -> Table | None:
+    """Parameter counts (``model/params`` = total; ``model/params/<part>`` or ``model/params_<part>``)."""
+    metrics = {m: (m[len(PARAM_COUNT):].strip("/_") or "total") for m in record.metric_columns
+               if m.startswith(PARAM_COUNT)}
+    return study_table(record, "params", "Parameter counts", metrics, "part")
+
+
 def all_tables(record: SweepRecord) -> list[Table]:
     tables = reconstruction_tables(record)
-    tables += [t for t in (probe_table(record), clustering_table(record), generative_table(record)) if t]
+    tables += [t for t in (val_test_table(record), probe_table(record), clustering_table(record),
+                           generative_table(record), params_table(record)) if t]
     return tables
 
 
@@ -628,6 +660,10 @@ def make_report(record: SweepRecord, out_dir: str | Path, log: bool = True, comm
             figures.append((title, path))
     if path := plot_label_efficiency(record, plots / "label_efficiency.png"):
         figures.append(("label efficiency", path))
+    from aesweep.report_curves import plot_loss_curves
+
+    figures += [(f"loss curves per configuration ({p.stem.replace('_', ' ')})", p)
+                for p in plot_loss_curves(record, plots)]
     pareto = plot_pareto(record, plots / "pareto_front.png")
     if pareto is not None:
         figures.append(("Pareto front: reconstruction error vs probe accuracy", pareto[0]))

@@ -172,6 +172,22 @@ class TrainConfig(Strict):
     compile: bool | Literal["auto"] = False
 
 
+class TorchMLPProbeConfig(Strict):
+    """The ``mlp_torch`` probe: a torch MLP classifier trained on the frozen embeddings (the paradigms studies'
+    classifier on a frozen encoder), with Adam and early stopping on a stratified validation slice of its
+    training rows; the weights of the best validation epoch are kept."""
+
+    widths: list[PositiveInt] = Field(default_factory=lambda: [64])  # hidden layers; [] = a linear classifier
+    dropout: Fraction = 0.2  # after every hidden layer
+    batchnorm: bool = False  # BatchNorm1d before each hidden ReLU (004's classifier)
+    lr: PositiveFloat = 1e-3
+    weight_decay: NonNegFloat = 0.0
+    batch_size: PositiveInt = 128
+    max_epochs: PositiveInt = 100
+    patience: PositiveInt = 10  # epochs without a better validation accuracy (scikit-learn's MLP: 10)
+    val_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.1  # of the probe's training rows, stratified
+
+
 class EvalConfig(Strict):
     """What ``evaluate`` measures at the end of a trial (and, cheaply, during it)."""
 
@@ -186,7 +202,8 @@ class EvalConfig(Strict):
     )
     generative: list[Literal["coverage", "information_rate", "factors"]] = Field(default_factory=list)
     figures: list[Literal["reconstructions", "latent_pca", "latent_tsne", "image_tsne", "interpolation",
-                          "traversals", "prior_samples"]] = Field(
+                          "traversals", "prior_samples", "latent_2d", "decoded_grid", "latent_histograms",
+                          "latent_by_class", "factor_correlation", "loss_curves"]] = Field(
         default_factory=lambda: ["reconstructions", "latent_pca"]
     )
     # Probe protocol: fixed hyperparameters (fast) or the published GridSearchCV protocol (paper).
@@ -207,10 +224,18 @@ class EvalConfig(Strict):
     hdbscan_min_cluster_size: PositiveInt = 15
     cluster_pca_dim: PositiveInt | None = 32  # hdbscan on a PCA reduction of the embeddings; None = raw
     gen_samples: PositiveInt = 1_000  # prior samples decoded for generative metrics and figures
-    coverage_threshold: PositiveFloat | None = None  # per-pixel RMSE; None = median real-to-real NN distance
+    # Distance between two images for coverage / nn_distance: per-pixel RMSE, or the Euclidean norm of the
+    # difference over all C*H*W pixels in [0, 1] (= RMSE * sqrt(C*H*W); the AE-vs-VAE study's, threshold 3).
+    coverage_distance: Literal["rmse", "euclidean"] = "rmse"
+    # In the units of coverage_distance; None = median real-to-real NN distance.
+    coverage_threshold: PositiveFloat | None = None
     rate_noise_sigma: PositiveFloat = 1.0  # std of the latent noise eps in the information rate
     online_probe_every: PositiveInt | None = None  # epochs between cheap validation probes; None = off
     online_probe_size: PositiveInt = 2_000  # validation rows the online probe uses
+    # ERGAS's resolution ratio: 100 / ratio * relative RMSE. 1 (a reconstruction has its input's resolution);
+    # torchmetrics' default is 4 (pan-sharpening).
+    ergas_ratio: PositiveFloat = 1.0
+    mlp_torch: TorchMLPProbeConfig = Field(default_factory=TorchMLPProbeConfig)
 
 
 class TrialConfig(Strict):

@@ -30,7 +30,7 @@ from aesweep import variants
 from aesweep.baselines import BASELINES, run_baseline
 from aesweep.evaluate import evaluate, online_probe_metrics
 from aesweep.losses import Batch, objective_loss
-from aesweep.metrics import MetricAccumulator
+from aesweep.metrics import MetricAccumulator, configured
 from aesweep.model import AEOutput, AutoEncoder
 from aesweep.spec import TrialConfig
 
@@ -308,7 +308,7 @@ def run_trial(
     es = cfg.train.early_stopping
     stopper = EarlyStopping(es.patience, es.mode, es.min_delta)
 
-    start_epoch = 0
+    start_epoch, earlier = 0, []
     if checkpoint_dir is not None:
         state = load_checkpoint(checkpoint_dir, device)
         model.load_state_dict(state["model"])
@@ -316,6 +316,7 @@ def run_trial(
         stopper.load_state_dict(state["early_stopping"])
         _set_rng_state(state["rng"], generator)
         start_epoch = int(state["epoch"])
+        earlier = list(state.get("history", []))  # epochs before the resume, for the loss curves
     if workdir is None:
         import tempfile
 
@@ -337,11 +338,11 @@ def run_trial(
         # skips its own reconstruction pass. Its time counts as evaluation.
         t0 = time.perf_counter()
         final.update(evaluate_split(stepper, dataset.test, cfg.train.batch_size * 2, "test", cfg.train.seed,
-                                    metrics=cfg.eval.metrics))
+                                    metrics=configured(cfg.eval)))
         test_pass = time.perf_counter() - t0
         # The model as trained last (not the best epoch's): what the studies measured after early stopping.
         measured, figure_paths = evaluate(model, dataset, cfg, workdir / "figures", seed=cfg.train.seed,
-                                          reconstruction=False)
+                                          reconstruction=False, history=[*earlier, *history, metrics])
         measured["time/eval/reconstruction_s"] = test_pass
         measured["time/eval_s"] += test_pass
         final.update(measured)
@@ -374,6 +375,7 @@ def run_trial(
             save_checkpoint(workdir, {
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
                 "rng": _rng_state(generator), "early_stopping": stopper.state_dict(),
+                "history": [*earlier, *history, metrics],
             })
             last = stopped_early or epoch == cfg.train.epochs
             if last:

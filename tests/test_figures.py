@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from aesweep import figures
+from aesweep import figures, registry
 from aesweep.data import Dataset, Split, load_dataset
 from aesweep.model import AutoEncoder
 from aesweep.spec import DatasetConfig, EvalConfig, TrialConfig
@@ -34,17 +34,89 @@ def assert_readable_png(path) -> None:
     assert pixels.std() > 0.05, path
 
 
+HISTORY = [{"epoch": float(e), "train/loss": 0.1 / e, "val/loss": 0.12 / e + 0.002 * e} for e in range(1, 9)]
+TWO_D_ONLY = {"latent_2d", "decoded_grid"}
+
+
 def test_every_figure_is_a_readable_png(shapes, tmp_path):
     model = tiny()
     model.train()
     names = list(figures.FIGURES)
-    # The spec's list of figure names and the registry of figure functions are the same set.
+    # The spec's list of figure names and the registry of figure functions are the same set, listed by
+    # `aesweep list` with a line each.
     assert set(names) == set(EvalConfig.model_fields["figures"].annotation.__args__[0].__args__)
-    paths = figures.make_figures(model, shapes, names, tmp_path / "figs", "ae | shapes | latent 4", tsne_points=80)
-    assert paths == [tmp_path / "figs" / f"{n}.png" for n in names]
+    assert set(names) == set(registry.FIGURES.names()) and all(registry.FIGURES.doc(n) for n in names)
+    paths = figures.make_figures(model, shapes, names, tmp_path / "figs", "ae | shapes | latent 4", tsne_points=80,
+                                 history=HISTORY)
+    # A latent of 4: the two 2-D figures do not apply; every other figure is drawn, in the order asked.
+    assert paths == [tmp_path / "figs" / f"{n}.png" for n in names if n not in TWO_D_ONLY]
     for path in paths:
         assert_readable_png(path)
     assert model.training  # the caller's mode is restored
+
+
+def test_two_dimensional_latent_figures(shapes, tmp_path):
+    torch.manual_seed(0)
+    model = AutoEncoder("mlp", (1, 28, 28), 2, width=0.125, bottleneck="gaussian")
+    names = ["latent_2d", "decoded_grid", "latent_histograms", "latent_by_class", "factor_correlation",
+             "loss_curves"]
+    paths = figures.make_figures(model, shapes, names, tmp_path, "vae | shapes | latent 2", history=HISTORY)
+    assert [p.name for p in paths] == [f"{n}.png" for n in names]
+    for path in paths:
+        assert_readable_png(path)
+    # The raw scatter shows the codes themselves (no PCA): its axes span the embeddings' own range.
+    ctx = figures._Context(model, shapes, "t", None, 0, 50, 5000)
+    fig = figures.latent_2d(ctx)
+    lo, hi = fig.axes[0].get_xlim()
+    assert lo <= float(ctx.codes[:, 0].min()) and hi >= float(ctx.codes[:, 0].max())
+    # The decoded grid is the decoder at 10 x 10 points of [-3, 3]^2, top-left z = (-3, 3).
+    grid = figures.decoded_grid(ctx)
+    mosaic = grid.axes[0].images[0].get_array()
+    assert mosaic.shape == (280, 280)
+    corner = figures.gen.decode(model, torch.tensor([[-3.0, 3.0]]))[0, 0].numpy()
+    np.testing.assert_allclose(mosaic[:28, :28], corner, atol=1e-6)
+
+
+def test_figures_that_do_not_apply_are_skipped_with_a_note(shapes, tmp_path, caplog):
+    # No labels (one class), no factors, a latent of 4, and no training history.
+    unlabelled = Dataset("faces", Split(shapes.train.images, torch.zeros(len(shapes.train), dtype=torch.long)),
+                         Split(shapes.val.images, torch.zeros(len(shapes.val), dtype=torch.long)),
+                         Split(shapes.test.images, torch.zeros(len(shapes.test), dtype=torch.long)),
+                         ("face",), False)
+    names = ["latent_2d", "decoded_grid", "latent_by_class", "factor_correlation", "loss_curves",
+             "latent_histograms", "latent_pca"]
+    with caplog.at_level("WARNING", logger="aesweep.figures"):
+        paths = figures.make_figures(tiny(), unlabelled, names, tmp_path, "ae | faces | latent 4")
+    assert [p.name for p in paths] == ["latent_histograms.png", "latent_pca.png"]
+    for path in paths:
+        assert_readable_png(path)  # an unlabelled scatter is one colour, no legend
+    notes = [r.getMessage() for r in caplog.records]
+    assert len(notes) == 5 and all(len(n.splitlines()) == 1 for n in notes)
+    assert "figure latent_2d skipped: latent_dim is 4, not 2" in notes
+    assert any("latent_by_class skipped: the dataset has no class labels" in n for n in notes)
+    assert any("factor_correlation skipped: the dataset has no generative factors" in n for n in notes)
+    assert any(n.startswith("figure loss_curves skipped: no per-epoch history") for n in notes)
+    assert not (tmp_path / "latent_2d.png").exists()
+
+
+def test_a_trial_draws_its_loss_curves_and_keeps_them_across_a_resume(tmp_path):
+    from aesweep import train
+
+    cfg = TrialConfig.model_validate({
+        "dataset": {"name": "shapes", "train_size": 200, "test_size": 60, "val_fraction": 0.2},
+        "model": {"backbone": "mlp", "width": 0.125, "latent_dim": 2},
+        "train": {"epochs": 2, "batch_size": 64, "early_stopping": {"patience": None}, "device": "cpu"},
+        "eval": {"metrics": ["mse"], "probes": [], "clustering": [], "figures": ["loss_curves", "latent_2d"]}})
+    first = train.run_trial(cfg, workdir=tmp_path / "a")
+    assert first.status == "finished"
+    assert {p.name for p in first.artifacts} >= {"loss_curves.png", "latent_2d.png"}
+    assert_readable_png(tmp_path / "a" / "figures" / "loss_curves.png")
+    assert [h["epoch"] for h in train.load_checkpoint(tmp_path / "a")["history"]] == [1.0, 2.0]
+    # Resumed for a third epoch: the checkpoint's history carries the first two epochs on.
+    longer = cfg.model_copy(update={"train": cfg.train.model_copy(update={"epochs": 3})})
+    resumed = train.run_trial(longer, checkpoint_dir=tmp_path / "a", workdir=tmp_path / "b")
+    assert resumed.status == "finished" and len(resumed.history) == 1
+    assert [h["epoch"] for h in train.load_checkpoint(tmp_path / "b")["history"]] == [1.0, 2.0, 3.0]
 
 
 def test_figures_for_a_gaussian_model_and_rgb_images(tmp_path):

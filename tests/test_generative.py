@@ -67,6 +67,39 @@ def test_coverage_counts_real_images_within_the_threshold():
     assert gen.nn_distance(samples, real) == pytest.approx(0.1, abs=1e-6)
 
 
+def test_euclidean_coverage_uses_an_absolute_threshold_over_all_pixels():
+    # 2x2 images: Euclidean distance = RMSE * sqrt(4) = 2 RMSE (the same nearest neighbours, other units).
+    real = torch.zeros(4, 1, 2, 2)
+    real[1] += 0.2
+    real[2] += 0.4
+    real[3] += 0.9
+    samples = torch.full((2, 1, 2, 2), 0.3)  # Euclidean 0.6, 0.2, 0.2, 1.2 from the real images
+    assert gen.coverage(samples, real, threshold=0.3, distance="euclidean") == 0.5
+    assert gen.coverage(samples, real, threshold=0.7, distance="euclidean") == 0.75
+    assert gen.coverage(samples, real, threshold=0.3) == 0.75  # rmse: 0.3 is a looser threshold
+    assert gen.nn_distance(samples, real, distance="euclidean") == pytest.approx(0.2, abs=1e-6)
+    got = gen.sample_metrics(samples, real, threshold=0.3, distance="euclidean")
+    assert got["gen/coverage"] == 0.5 and got["gen/threshold"] == 0.3
+    assert got["gen/nn_distance"] == pytest.approx(0.2, abs=1e-6)
+    # The study's setting on 28x28 images in [0, 1]: one pixel flipped from black to white is Euclidean
+    # distance 1, nine flipped pixels are 3: within the threshold; ten are not.
+    base = torch.zeros(3, 1, 28, 28)
+    near, far = base[:1].clone(), base[:1].clone()
+    near.view(-1)[:9] = 1.0
+    far.view(-1)[:10] = 1.0
+    assert gen.coverage(near, base[:1], threshold=3.0, distance="euclidean") == 1.0
+    assert gen.coverage(far, base[:1], threshold=3.0, distance="euclidean") == 0.0
+    assert gen.nn_distance(far, base[:1], distance="euclidean") == pytest.approx(math.sqrt(10), abs=1e-5)
+    # The default threshold (median real-to-real distance) is in the chosen units too.
+    a, b = rand_images(31, 0), rand_images(20, 1)
+    assert gen.sample_metrics(b, a, distance="euclidean")["gen/threshold"] == pytest.approx(
+        8 * gen.sample_metrics(b, a)["gen/threshold"], rel=1e-6)  # 8x8 images: sqrt(64)
+    with pytest.raises(ValueError, match="known: rmse, euclidean"):
+        gen.coverage(samples, real, 0.3, distance="l1")
+    with pytest.raises(ValueError):
+        EvalConfig(coverage_distance="l1")
+
+
 def test_default_threshold_is_the_median_real_nearest_neighbour_distance():
     real, samples = rand_images(31, 0), rand_images(20, 1)
     expected = brute_force_rmse(real, real).fill_diagonal_(math.inf).min(1).values.median().item()
@@ -110,6 +143,7 @@ def test_factor_correlation_finds_a_planted_linear_factor():
     assert fc.best_corr[0] < 0.2
     assert torch.equal(fc.abs_corr[:, 2], torch.zeros(6))
     assert fc.as_dict()["planted"][0] == 4
+    assert fc.corr[4, 1] < -0.99 and torch.equal(fc.corr.abs(), fc.abs_corr)  # the signed map keeps the sign
     z[:, 4] = 1.0  # a constant latent dimension: 0 too, and the factor is no longer found
     assert not torch.isnan(gen.factor_correlation(z, factors).abs_corr).any()
 
@@ -195,6 +229,11 @@ def test_generative_metrics_on_a_tiny_model(shapes):
     fixed = gen.generative_metrics(model, shapes, cfg.model_copy(update={"coverage_threshold": 0.3}), names=["coverage"])
     assert fixed["gen/threshold"] == 0.3 and set(fixed) == {"gen/coverage", "gen/nn_distance", "gen/kl_bits",
                                                               "gen/threshold"}
+    # eval.coverage_distance: euclidean = rmse * sqrt(784) for the same samples (28x28 grey images).
+    euclid = gen.generative_metrics(model, shapes, cfg.model_copy(update={"coverage_distance": "euclidean"}),
+                                    names=["coverage"])
+    assert euclid["gen/nn_distance"] == pytest.approx(28 * got["gen/nn_distance"], rel=1e-5)
+    assert euclid["gen/coverage"] == got["gen/coverage"]  # the default threshold scales with the distance
 
 
 def test_generative_metrics_selection_and_datasets_without_factors(shapes):

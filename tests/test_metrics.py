@@ -197,3 +197,102 @@ def test_metrics_run_on_the_tensors_device(fashion):
         on_gpu = fn(x_hat.cuda(), fashion.cuda())
         assert on_gpu.device.type == "cuda"
         torch.testing.assert_close(on_gpu.cpu(), fn(x_hat, fashion), atol=1e-4, rtol=1e-4)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# uqi_block8, eval.ergas_ratio, bce_bits
+
+
+def uqi_block8_reference(x_hat: np.ndarray, x: np.ndarray, block: int = 8) -> float:
+    """Wang & Bovik's img_qi.m written out as a loop: every block x block window, Q from sums, their three
+    cases (flat with light -> 2 mu_x mu_y / (mu_x^2 + mu_y^2); otherwise the full formula; 1 when both are 0)."""
+    h, w = x.shape
+    n = block * block
+    qs = []
+    for i in range(h - block + 1):
+        for j in range(w - block + 1):
+            a = x[i:i + block, j:j + block].astype(np.float64)
+            b = x_hat[i:i + block, j:j + block].astype(np.float64)
+            sa, sb = a.sum(), b.sum()
+            num = 4 * (n * (a * b).sum() - sa * sb) * sa * sb
+            den1 = n * ((a * a).sum() + (b * b).sum()) - sa * sa - sb * sb
+            den2 = sa * sa + sb * sb
+            if abs(den1) < 1e-9 and den2 != 0:
+                qs.append(2 * sa * sb / den2)
+            elif abs(den1 * den2) > 1e-12:
+                qs.append(num / (den1 * den2))
+            else:
+                qs.append(1.0)
+    return float(np.mean(qs))
+
+
+def test_uqi_block8_on_a_hand_computed_window():
+    # One 8x8 window: x is 0.2 on the top half and 0.6 on the bottom half; y = x + 0.1.
+    # mu_x = 0.4, mu_y = 0.5, var_x = var_y = cov = 0.04:
+    # Q = 4 * 0.04 * 0.4 * 0.5 / ((0.04 + 0.04) * (0.16 + 0.25)) = 0.032 / 0.0328 = 40 / 41.
+    x = torch.full((1, 1, 8, 8), 0.2, dtype=torch.float64)
+    x[..., 4:, :] = 0.6
+    torch.testing.assert_close(metrics.uqi_block8(x + 0.1, x), torch.tensor([40 / 41], dtype=torch.float64))
+    # A 9x8 image (one more row of 0.2 on top) has two windows. Rows 1-8 are the window above (40/41). Rows 0-7
+    # hold 5 rows of 0.2 and 3 of 0.6: mu_x = 0.35, mu_y = 0.45, var_x = var_y = cov = 0.16 * 15/64 = 0.0375, so
+    # Q = 2 * 0.35 * 0.45 / (0.35^2 + 0.45^2) = 0.315 / 0.325 = 63/65. The image's index is their mean.
+    tall = torch.cat([torch.full((1, 1, 1, 8), 0.2, dtype=torch.float64), x], dim=2)
+    expected = (63 / 65 + 40 / 41) / 2
+    torch.testing.assert_close(metrics.uqi_block8(tall + 0.1, tall), torch.tensor([expected], dtype=torch.float64))
+    assert uqi_block8_reference((tall + 0.1)[0, 0].numpy(), tall[0, 0].numpy()) == pytest.approx(expected)
+    # Identical images score 1; a constant offset on a flat image keeps only the luminance term.
+    assert metrics.uqi_block8(x, x).item() == pytest.approx(1.0)
+    flat = torch.full((1, 1, 8, 8), 0.5, dtype=torch.float64)
+    assert metrics.uqi_block8(flat + 0.25, flat).item() == pytest.approx(2 * 0.5 * 0.75 / (0.25 + 0.5625))
+
+
+def test_uqi_block8_matches_the_reference_loop(fashion, shapes):
+    for x in (fashion[:6], shapes[:6]):  # real images; binary shapes with black (flat) windows
+        x_hat = blur(noisy(x, 0.05)).clamp(0, 1)
+        ours = metrics.uqi_block8(x_hat, x).double()
+        ref = torch.tensor([uqi_block8_reference(a[0], b[0]) for a, b in zip(x_hat.double().numpy(),
+                                                                              x.double().numpy(), strict=True)],
+                           dtype=torch.float64)
+        torch.testing.assert_close(ours, ref, atol=1e-5, rtol=0)
+    # RGB: the mean of the per-channel values.
+    g = torch.Generator().manual_seed(1)
+    rgb, rgb_hat = torch.rand(2, 3, 12, 10, generator=g), torch.rand(2, 3, 12, 10, generator=g)
+    per_channel = [[uqi_block8_reference(rgb_hat[i, c].numpy(), rgb[i, c].numpy()) for c in range(3)]
+                   for i in range(2)]
+    torch.testing.assert_close(metrics.uqi_block8(rgb_hat, rgb).double(),
+                               torch.tensor(per_channel, dtype=torch.float64).mean(1), atol=1e-5, rtol=0)
+    # The 8x8 block is not the Gaussian window: on a blurred image the two indices differ.
+    x_hat = blur(fashion[:6])
+    assert (metrics.uqi_block8(x_hat, fashion[:6]) - metrics.uqi(x_hat, fashion[:6])).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="at least 8x8"):
+        metrics.uqi_block8(torch.rand(1, 1, 7, 9), torch.rand(1, 1, 7, 9))
+
+
+def test_ergas_ratio_divides_the_index_and_reaches_the_accumulator(fashion):
+    x = torch.full((1, 1, 8, 8), 0.5)
+    torch.testing.assert_close(metrics.ergas(x + 0.05, x, ratio=4.0), torch.tensor([2.5]))
+    x_hat = noisy(fashion, 0.1)
+    ref = error_relative_global_dimensionless_synthesis(x_hat, fashion, ratio=4.0, reduction="none")
+    torch.testing.assert_close(metrics.ergas(x_hat, fashion, ratio=4.0), ref)
+    # eval.ergas_ratio is the option the accumulator hands to ergas; the default (1) is today's value.
+    assert EvalConfig().ergas_ratio == 1.0
+    assert metrics.configured(EvalConfig(metrics=["mse", "ergas"], ergas_ratio=4)) == {
+        "mse": {}, "ergas": {"ratio": 4.0}}
+    default, by_four = (metrics.MetricAccumulator(metrics.configured(EvalConfig(metrics=["ergas"], ergas_ratio=r)))
+                        for r in (1, 4))
+    for acc in (default, by_four):
+        acc.update(x_hat, fashion)
+    assert by_four.compute()["test/ergas"] == pytest.approx(default.compute()["test/ergas"] / 4)
+    with pytest.raises(ValueError):
+        EvalConfig(ergas_ratio=0)
+
+
+def test_bce_bits_is_the_per_image_cross_entropy_sum_in_bits(fashion):
+    # x_hat = 0.5 everywhere: every pixel costs exactly one bit, whatever the target.
+    half = torch.full_like(fashion[:4], 0.5)
+    torch.testing.assert_close(metrics.bce_bits(half, fashion[:4]), torch.full((4,), 784.0))
+    # bits = mean BCE in nats * pixels / ln 2.
+    x_hat = blur(fashion).clamp(1e-3, 1 - 1e-3)
+    torch.testing.assert_close(metrics.bce_bits(x_hat, fashion), metrics.bce(x_hat, fashion) * 784 / math.log(2))
+    assert "bce_bits" in METRICS and "uqi_block8" in METRICS
+    assert METRICS.doc("bce_bits") and METRICS.doc("uqi_block8")

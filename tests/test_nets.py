@@ -55,6 +55,13 @@ def test_conv_cifar_layout():
     ups = [m for m in bb.decoder.modules() if isinstance(m, nn.ConvTranspose2d)]
     assert [(u.kernel_size, u.stride, u.padding) for u in ups] == [((4, 4), (2, 2), (1, 1))] * 3
     assert bb.decoder[0].out_features == 4096
+    # The study's decoder: no activation after the Linear, three transposed-conv blocks 256 -> 128 -> 64 -> 3,
+    # then Conv2d(3, 3, 1, 1) + Sigmoid.
+    assert isinstance(bb.decoder[1], nn.Unflatten) and isinstance(bb.decoder[2], nn.ConvTranspose2d)
+    assert [(u.in_channels, u.out_channels) for u in ups] == [(256, 128), (128, 64), (64, 3)]
+    last = [m for m in bb.decoder.modules() if isinstance(m, nn.Conv2d)][-1]
+    assert (last.in_channels, last.out_channels, last.kernel_size, last.stride) == (3, 3, (1, 1), (1, 1))
+    assert isinstance(bb.decoder[-2], nn.Sigmoid)
 
 
 def test_conv_pads_28_to_32_and_crops_back():

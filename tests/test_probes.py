@@ -19,7 +19,7 @@ from aesweep.registry import CLUSTERERS, PROBES
 from aesweep.spec import EvalConfig
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA"))]
-CLASSIFIERS = ["logreg", "mlp", "random_forest", "knn"]
+CLASSIFIERS = ["logreg", "mlp", "random_forest", "knn", "mlp_torch"]
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 
 
@@ -309,3 +309,88 @@ def test_torch_kmeans_matches_sklearn_on_fashion_mnist(fashion_features):
     assert sk_ari > 0.2
     assert abs(our_ari - sk_ari) <= 0.01, (our_ari, sk_ari)
     assert min(inertia for _, inertia in ours) <= 1.002 * min(m.inertia_ for m in sk)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# mlp_torch: the frozen-encoder neural classifier
+
+
+def test_mlp_torch_is_within_a_few_points_of_scikit_learns_mlp():
+    from sklearn.neural_network import MLPClassifier
+
+    # Ten overlapping classes in 32 dimensions: separable enough for ~90%, hard enough that the two can differ.
+    xtr, ytr, xte, yte = split(200, 200, num_classes=10, dim=32, spread=3.0)
+    ours = probes.fit_predict("mlp_torch", xtr, ytr, xte, num_classes=10)
+    xtr_s, xte_s = probes.standardize(xtr, xte)
+    reference = MLPClassifier(hidden_layer_sizes=(64,), early_stopping=True, random_state=0, max_iter=500)
+    theirs = reference.fit(xtr_s.numpy(), ytr.numpy()).predict(xte_s.numpy())
+    acc_ours, acc_theirs = float(np.mean(ours == yte.numpy())), float(np.mean(theirs == yte.numpy()))
+    assert acc_theirs > 0.85 and abs(acc_ours - acc_theirs) < 0.03, (acc_ours, acc_theirs)
+    # backend: sklearn runs the same fit through the scikit-learn wrapper (CPU, the same seed): same predictions.
+    wrapped = probes.fit_predict("mlp_torch", xtr, ytr, xte, num_classes=10, backend="sklearn")
+    assert float(np.mean(wrapped == yte.numpy())) == pytest.approx(acc_ours, abs=0.02)
+
+
+def test_mlp_torch_early_stopping_restores_the_best_epoch():
+    from aesweep import mlp_probe
+
+    # Noisy labels on few rows and a wide net without dropout: validation accuracy peaks, then overfitting sets in.
+    xtr, ytr, _, _ = split(40, 1, num_classes=4, dim=16, spread=6.0)
+    g = torch.Generator().manual_seed(0)
+    flip = torch.rand(len(ytr), generator=g) < 0.3
+    noisy_y = torch.where(flip, torch.randint(0, 4, ytr.shape, generator=g), ytr)
+    xtr, _ = probes.standardize(xtr, xtr)
+    before = torch.get_rng_state()
+    fit = mlp_probe.fit_mlp(xtr, noisy_y, 4, widths=[256, 256], dropout=0.0, lr=1e-2, batch_size=16,
+                            max_epochs=200, patience=8, val_fraction=0.25, seed=3)
+    assert torch.equal(torch.get_rng_state(), before)  # the caller's RNG is untouched
+    acc = fit.val_acc
+    assert len(acc) < 200 and len(acc) == fit.best_epoch + 8  # stopped 8 epochs after the best
+    assert fit.best_epoch == int(np.argmax(acc)) + 1  # the first epoch of the best validation accuracy
+    assert max(acc[fit.best_epoch:]) <= acc[fit.best_epoch - 1] and acc[-1] < acc[fit.best_epoch - 1]
+    # The returned model is the best epoch's, not the last one's: it scores exactly that accuracy on the slice.
+    held = torch.as_tensor(mlp_probe.validation_slice(noisy_y.numpy(), 0.25, 3))
+    pred = mlp_probe.predict(fit.model, xtr[held])
+    assert float((pred == noisy_y[held]).float().mean()) == pytest.approx(acc[fit.best_epoch - 1])
+    # Same seed, same fit.
+    again = mlp_probe.fit_mlp(xtr, noisy_y, 4, widths=[256, 256], dropout=0.0, lr=1e-2, batch_size=16,
+                              max_epochs=200, patience=8, val_fraction=0.25, seed=3)
+    assert again.val_acc == acc
+
+
+def test_mlp_torch_reads_its_eval_fields_and_logs_like_the_other_probes(monkeypatch):
+    from aesweep import mlp_probe
+
+    seen = []
+    real_fit = mlp_probe.fit_mlp
+
+    def recording_fit(*args, **kwargs):  # the real fit, with its arguments recorded
+        seen.append(kwargs)
+        return real_fit(*args, **kwargs)
+
+    monkeypatch.setattr(mlp_probe, "fit_mlp", recording_fit)
+    xtr, ytr, xte, yte = split(60, 60)
+    xval, yval = xte[:40], yte[:40]
+    ev = cfg(probes=["mlp_torch"], probe_splits=True, label_efficiency=[5],
+             mlp_torch={"widths": [32, 16], "dropout": 0.1, "batchnorm": True, "max_epochs": 30})
+    out = probes.run_probes(xtr, ytr, xte, yte, ev, num_classes=4, seed=2, val_x=xval, val_y=yval)
+    assert seen[0]["widths"] == [32, 16] and seen[0]["dropout"] == 0.1 and seen[0]["batchnorm"]
+    assert seen[0]["max_epochs"] == 30 and seen[0]["seed"] == 2
+    assert len(seen) == 2  # the probe, then its label-efficiency point (5 rows per class)
+    for key in ("acc", "f1", "train_acc", "val_acc", "acc/class_0", "acc_at_5"):
+        assert f"probe/mlp_torch/{key}" in out, key
+    assert out["probe/mlp_torch/acc"] > 0.95 and out["probe/mlp_torch/val_acc"] > 0.95
+    assert "mlp_torch" in PROBES and PROBES.doc("mlp_torch")
+    with pytest.raises(ValueError):
+        EvalConfig(mlp_torch={"dropout": 1.5})
+    with pytest.raises(ValueError):
+        EvalConfig(mlp_torch={"widths": [0]})
+
+
+def test_mlp_torch_under_the_paper_protocol():
+    # GridSearchCV clones the scikit-learn wrapper (get_params / set_params over its dropout grid).
+    xtr, ytr, xte, yte = split(30, 30, spread=2.0)
+    out, chosen = probes.paper_probe("mlp_torch", xtr, ytr, xte, yte, num_classes=4, n_jobs=1,
+                                     cfg=cfg(mlp_torch={"lr": 1e-2, "widths": [32]}))
+    assert 0.85 < out["probe/mlp_torch/acc"] <= 1 and 0.8 < out["probe/mlp_torch/cv_mean"] <= 1
+    assert chosen[-1].widths == [32] and chosen[-1].dropout in (0.1, 0.3)  # the eval fields, then the grid

@@ -94,7 +94,7 @@ def test_resumed_run_equals_uninterrupted_run(shapes, tmp_path):
 def test_checkpoint_holds_tensors_and_states_only(shapes, tmp_path):
     run_trial(tiny("ae", epochs=1), dataset=shapes, workdir=tmp_path)
     state = torch.load(tmp_path / CHECKPOINT_FILE, weights_only=True)  # raises on anything but plain data
-    assert set(state) == {"model", "optimizer", "epoch", "rng", "early_stopping"}
+    assert set(state) == {"model", "optimizer", "epoch", "rng", "early_stopping", "history"}
     model, _ = build(tiny("ae"), shapes)
     model.load_state_dict(state["model"])
 

@@ -148,7 +148,8 @@ def run_baseline(cfg: TrialConfig, model: nn.Module, dataset: datamod.Dataset, r
 
     Reports once, as epoch 1 (``report(metrics, 1, None)``: nothing to resume), and returns the metrics and
     the files written under ``workdir`` (figures, ``model/state_dict.pt``). The metrics:
-    ``val/loss`` and ``test/loss`` (the MSE, the loss a PCA minimises), the test reconstruction metrics of
+    ``val/loss`` and ``test/loss`` (the trial's reconstruction term, ``objective.recon``, of the baseline's
+    reconstructions), the test reconstruction metrics of
     ``cfg.eval.metrics`` (none of these for raw_pixels, which has no loss to rank by), everything ``evaluate`` measures, and
     ``time/fit_s``. Figures that decode are skipped for a baseline that does not reconstruct.
     """
@@ -159,12 +160,17 @@ def run_baseline(cfg: TrialConfig, model: nn.Module, dataset: datamod.Dataset, r
     model.to(device)
     model.fit(dataset.train)
     out: dict[str, float] = {"epoch": 1.0, "time/fit_s": time.perf_counter() - started}
+    o = cfg.objective
+    # The loss of a baseline is the trial's reconstruction term (objective.recon) on its reconstructions, so that
+    # val/loss ranks it against the trained models of a BCE or MAE sweep too.
+    terms = {"mse": {"mse": 1.0}, "bce": {"bce": 1.0}, "mae": {"mae": 1.0},
+             "mse+mae": {"mse": 1.0, "mae": o.mae_weight}}[o.recon]
     for prefix, split in (("val", dataset.val), ("test", dataset.test)):
-        names = cfg.eval.metrics if prefix == "test" else ("mse", "psnr")
+        names = list(cfg.eval.metrics if prefix == "test" else ("mse", "psnr"))
         if model.reconstructs and len(split):
-            measured = metricmod.reconstruction_metrics(model, split, names, prefix=prefix)
-            out.update(measured)
-            out[f"{prefix}/loss"] = measured[f"{prefix}/mse"]
+            measured = metricmod.reconstruction_metrics(model, split, sorted({*names, *terms}), prefix=prefix)
+            out[f"{prefix}/loss"] = sum(w * measured[f"{prefix}/{name}"] for name, w in terms.items())
+            out.update({k: v for k, v in measured.items() if k.split("/", 1)[1] in names})
     ev = cfg.eval if model.reconstructs else cfg.eval.model_copy(
         update={"figures": [f for f in cfg.eval.figures if f not in DECODING_FIGURES], "generative": []})
     measured, files = evaluate(model, dataset, cfg.model_copy(update={"eval": ev}), workdir / "figures",

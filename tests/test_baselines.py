@@ -86,6 +86,20 @@ def test_raw_pixels_probes_the_pixels_and_reports_no_reconstruction(shapes, tmp_
     assert "latent_pca.png" in names and "reconstructions.png" not in names
 
 
+def test_a_baselines_loss_is_the_trials_reconstruction_term(shapes, tmp_path):
+    """val/loss of a BCE sweep's PCA row is its BCE, comparable with the trained rows' val/loss."""
+    cfg = trial("pca", 8, metrics=["mse", "bce"])
+    bce = run_trial(cfg.model_copy(update={"objective": cfg.objective.model_copy(update={"recon": "bce"})}),
+                    dataset=shapes).metrics
+    assert bce["test/loss"] == pytest.approx(bce["test/bce"]) and bce["test/loss"] != bce["test/mse"]
+    reported = trial("pca", 8, metrics=["mse", "mae"])
+    both = reported.objective.model_copy(update={"recon": "mse+mae", "mae_weight": 0.5})
+    mixed = run_trial(reported.model_copy(update={"objective": both}), dataset=shapes).metrics
+    assert mixed["test/loss"] == pytest.approx(mixed["test/mse"] + 0.5 * mixed["test/mae"])
+    # Measured for the loss, reported only where eval.metrics asks: the BCE run did not list mae.
+    assert "test/mae" not in bce
+
+
 def test_a_stored_pca_trial_re_evaluates_to_the_same_numbers(shapes, tmp_path):
     cfg = trial("pca", 8)
     first = run_trial(cfg, dataset=shapes, workdir=tmp_path)

@@ -347,18 +347,137 @@ def resume(
 
 @app.command()
 def status(
-    name_or_path: Annotated[str, typer.Argument(help="Sweep name (under --storage) or its directory.")],
+    name_or_path: Annotated[str, typer.Argument(help="Sweep name (under --storage, or in MLflow) or its directory.")],
     storage: Annotated[str | None, typer.Option(help="Ray Tune storage path (default ./aesweep-results).")] = None,
+    tracking_uri: Annotated[str | None, typer.Option(
+        help="MLflow tracking URI: find the sweep there by name when its storage is not reachable from here "
+             "(a cluster's head: http://HEAD:5000).")] = None,
 ) -> None:
     """The trials table of a running or finished sweep (read from MLflow; starts no Ray)."""
     from aesweep import sweep
 
     try:
-        state = sweep.SweepState.load(name_or_path, storage)
+        state = _status_state(name_or_path, storage, tracking_uri)
     except FileNotFoundError as err:
         _fail(str(err))
     trials = sweep.trial_table(state)
     _summary(sweep.Outcome(state, sweep._count(trials), sweep.best_trial(state, trials), False, trials))
+
+
+def _status_state(name_or_path: str, storage: str | None, tracking_uri: str | None):
+    """The sweep's state from its storage (aesweep.json), else, with a tracking URI, rebuilt from MLflow: the
+    newest parent run tagged with the name, its spec artifact and its storage tag. Raises FileNotFoundError."""
+    from aesweep import sweep
+
+    try:
+        return sweep.SweepState.load(name_or_path, storage)
+    except FileNotFoundError:
+        if tracking_uri is None:
+            raise
+    from aesweep import report as rep
+    from aesweep import tracking
+
+    uri, parent, spec = rep.locate(name_or_path, storage, tracking_uri)
+    record = rep.load_record(uri, parent, spec)
+    run = tracking._retry(lambda: tracking.client(uri).get_run(parent))
+    return sweep.SweepState(record.name, record.spec.model_dump_json(by_alias=True),
+                            run.data.tags.get("aesweep.spec_file", ""), uri, parent,
+                            run.data.tags.get("aesweep.storage", ""))
+
+
+@app.command()
+def submit(
+    spec_file: Annotated[Path | None, typer.Argument(metavar="[SPEC]", help="Sweep spec file (YAML), inside the "
+                                                      "working directory.")] = None,
+    address: Annotated[str | None, typer.Option(help="Ray's job server on the cluster's head: http://HEAD:8265 "
+                                                "(default: RAY_ADDRESS).")] = None,
+    resume_name: Annotated[str | None, typer.Option("--resume", metavar="NAME",
+                                                    help="Submit `resume NAME` instead of a new sweep.")] = None,
+    set_: SetOption = None,
+    stage: StageOption = None,
+    name: Annotated[str | None, typer.Option(help="Sweep name (default: the spec's name).")] = None,
+    storage: Annotated[str | None, typer.Option(help="Ray Tune storage path on the cluster, shared by its nodes "
+                                                "(an NFS directory, s3://...).")] = None,
+    tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI for the sweep (default: the "
+                                                     "head's MLFLOW_TRACKING_URI).")] = None,
+    smoke: Annotated[bool, typer.Option(help="Shrink the sweep: 1-2 trials, 1 epoch, a few hundred images.")]
+    = False,
+    working_dir: Annotated[Path | None, typer.Option(
+        help="Directory shipped with the job (default: the current one): the spec and, if it holds the aesweep "
+             "package, the code the cluster runs.")] = None,
+    installed: Annotated[bool, typer.Option(help="Ship nothing: the cluster runs its installed aesweep and reads "
+                                            "SPEC from its own disk.")] = False,
+) -> None:
+    """Run a sweep (or resume one) on a Ray cluster as a Ray Job: the driver runs on the head, so this machine can
+    disconnect. Prints the job id and the commands to follow it."""
+    _submit_job(spec_file, address, resume_name, set_ or [], stage or [], name, storage, tracking_uri, smoke,
+                working_dir, installed)
+
+
+# What a job's working directory never needs (results, stores, caches); .gitignore'd files are left out by Ray too.
+_JOB_EXCLUDES = [".git", ".venv", "**/__pycache__", "aesweep-results", "reports", "mlflow.db", "mlruns", "*.pt",
+                 ".pytest_cache", ".ruff_cache"]
+
+
+def _submit_job(spec_file: Path | None, address: str | None, resume_name: str | None, overrides: list[str],
+                stages: list[str], name: str | None, storage: str | None, tracking_uri: str | None, smoke: bool,
+                working_dir: Path | None, installed: bool) -> None:
+    import shlex
+    from urllib.parse import urlparse
+
+    address = address or os.environ.get("RAY_ADDRESS")
+    if not address or not address.startswith(("http://", "https://")):
+        _fail(f"--address: {address or '(none)'}: the job server's URL is needed, http://HEAD:8265 (Ray's "
+              f"dashboard port on the cluster's head)")
+    if (spec_file is None) == (resume_name is None):
+        _fail("submit: give either SPEC (a new sweep) or --resume NAME (continue one), not both or neither")
+    root = (working_dir or Path.cwd()).resolve()
+    args = ["python", "-m", "aesweep"]
+    if resume_name is not None:
+        sweep_name = resume_name
+        args += ["resume", resume_name]
+    else:
+        extra = list(overrides) + ([f"name={name}"] if name else [])
+        spec = load_or_exit(spec_file, extra, stages)  # a bad spec stops here, before the cluster is contacted
+        sweep_name = spec.name
+        where = spec_file.resolve()
+        if not installed:
+            if not where.is_relative_to(root):
+                _fail(f"{spec_file}: not inside the working directory {root} that the job ships; run from a "
+                      f"directory that holds it, or --working-dir")
+            where = where.relative_to(root)
+        args += ["run", str(where)] + [a for o in overrides for a in ("--set", o)]
+        args += [a for st in stages for a in ("--stage", st)] + (["--name", name] if name else [])
+        args += ["--tracking-uri", tracking_uri] if tracking_uri else []
+        args += ["--smoke"] if smoke else []
+    args += ["--storage", storage] if storage else []
+    runtime_env = {} if installed else {"working_dir": str(root), "excludes": _JOB_EXCLUDES}
+    # A cluster with token authentication (cluster.yaml, cluster-onprem.yaml): the client sends the token of
+    # ~/.ray/auth_token (or RAY_AUTH_TOKEN) when RAY_AUTH_MODE=token.
+    if os.environ.get("RAY_AUTH_TOKEN") or (Path.home() / ".ray" / "auth_token").exists():
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
+    from ray.job_submission import JobSubmissionClient
+
+    entrypoint = shlex.join(args)
+    try:
+        client = JobSubmissionClient(address)
+        job = client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env,
+                                metadata={"aesweep.sweep": sweep_name})
+    except Exception as err:  # unreachable, refused token, a working dir over Ray's size limit
+        errors.print(f"submit: {address}: {str(err).strip().splitlines()[-1] if str(err).strip() else err}",
+                     markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    mlflow = tracking_uri or f"http://{urlparse(address).hostname}:5000"
+    storage_arg = f" --storage {shlex.quote(storage)}" if storage else ""
+    for line in (
+        f"job {job} submitted to {address}: {entrypoint}",
+        f"  follow it:     ray job logs {job} --address {address} --follow",
+        f"  job status:    ray job status {job} --address {address}",
+        f"  stop it:       ray job stop {job} --address {address}",
+        f"  trials:        python -m aesweep status {sweep_name} --tracking-uri {mlflow}",
+        f"  after a crash: python -m aesweep submit --resume {sweep_name} --address {address}{storage_arg}",
+    ):
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command()

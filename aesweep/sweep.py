@@ -214,8 +214,8 @@ def trainable(config: dict[str, Any]) -> None:
         result = run_trial(cfg, report, resume_dir, workdir=workdir, dataset=_dataset(cfg))
         reason = result.reason if result.status == "failed" else None
     except Exception as err:
-        if type(err).__module__.split(".")[0] == "ray":
-            raise  # Tune's own control flow (a stop, a lost actor): not the trial's failure
+        if type(err).__module__.split(".")[0] == "ray" or isinstance(err, tracking.Superseded):
+            raise  # Tune's own control flow (a stop, a lost actor), or a newer attempt owns the run: not a failure
         # An error in the trial's own code or data is deterministic: retrying it would only fail again.
         # FailureConfig(max_failures) stays for what it is for: a process or node that died.
         reason = failure_reason(err)

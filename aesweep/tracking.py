@@ -14,6 +14,18 @@ Conventions (the contract that ``report`` and the MLflow UI rely on):
 
 With the sqlite default, many trial processes write at once; sqlite allows one writer, so every write retries
 with backoff on "database is locked" instead of losing a row.
+
+With a tracking server (a cluster's head), a server that is down or restarting must not lose a row either: MLflow's
+own HTTP client already retries each request (``MLFLOW_HTTP_REQUEST_MAX_RETRIES``, 7 by default, exponential
+backoff: about two minutes), and ``_retry`` retries a call that still failed for a transient reason (connection
+refused or reset, a timeout, HTTP 429/5xx) until ``AESWEEP_MLFLOW_RETRY_S`` seconds (600) have passed. Retrying a
+write is safe: a metric batch is built once (same timestamps), and MLflow's store drops a metric row that it
+already holds; tags, status and artifact uploads overwrite. Creating a run is not idempotent: ``TrialRun`` checks
+for a second run of its trial afterwards and deletes the newer one.
+
+Each attempt of a trial tags its child run with ``aesweep.attempt`` (a random id) and checks before every write
+that the tag is still its own: an attempt that Ray gave up on (its node was cut off, then came back) but that
+still runs stops with ``Superseded`` instead of logging epochs that its successor logs too.
 """
 from __future__ import annotations
 
@@ -21,6 +33,7 @@ import os
 import random
 import subprocess
 import time
+import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -33,6 +46,9 @@ TRIAL_TAG = "aesweep.trial_id"
 SWEEP_TAG = "aesweep.sweep"
 FAILURE_TAG = "aesweep.failure"
 PRUNED_TAG = "aesweep.pruned"  # "true" on a KILLED child run that the scheduler stopped (vs. interrupted)
+ATTEMPT_TAG = "aesweep.attempt"  # the id of the trial attempt that owns the child run now
+RETRY_ENV = "AESWEEP_MLFLOW_RETRY_S"
+DEFAULT_RETRY_S = 600.0
 
 
 def resolve_uri(spec_uri: str | None = None, cli_uri: str | None = None) -> str:
@@ -49,17 +65,63 @@ def resolve_uri(spec_uri: str | None = None, cli_uri: str | None = None) -> str:
 
 
 def _retry(fn: Callable[[], T], attempts: int = 12) -> T:
-    """Run an MLflow call, retrying while sqlite reports the database locked (one writer at a time)."""
+    """Run an MLflow call, retrying while sqlite reports the database locked (one writer at a time, up to
+    ``attempts`` tries) or while the tracking server is unreachable or failing transiently (up to
+    ``AESWEEP_MLFLOW_RETRY_S`` seconds, on top of MLflow's own per-request retries)."""
     delay = 0.05
-    for attempt in range(attempts):
+    deadline = None
+    attempt = 0
+    while True:
         try:
             return fn()
-        except Exception as err:  # MlflowException wraps sqlalchemy's OperationalError
-            if "locked" not in str(err).lower() or attempt == attempts - 1:
+        except Exception as err:  # MlflowException wraps sqlalchemy's OperationalError and requests' errors
+            attempt += 1
+            if "locked" in str(err).lower():
+                if attempt >= attempts:
+                    raise
+            elif _transient(err):
+                if deadline is None:
+                    deadline = time.monotonic() + float(os.environ.get(RETRY_ENV, DEFAULT_RETRY_S))
+                if time.monotonic() >= deadline:
+                    raise
+                delay = max(delay, 1.0)
+            else:
                 raise
             time.sleep(delay * (1 + random.random()))
-            delay = min(delay * 2, 2.0)
-    raise AssertionError("unreachable")
+            delay = min(delay * 2, 10.0 if deadline is not None else 2.0)
+
+
+_TRANSIENT_STATUS = {429, 500, 502, 503, 504}
+_TRANSIENT_TEXT = ("failed with exception", "failed with timeout exception", "max retries exceeded",
+                   "connection refused", "connection reset", "connection aborted", "remotedisconnected",
+                   "temporarily_unavailable", "bad gateway", "service unavailable")
+
+
+def _transient(err: BaseException) -> bool:
+    """An error that a later try may not have: the server down, restarting or overloaded (not a bad request, a
+    missing run or a refused password)."""
+    import requests
+
+    seen = 0
+    while err is not None and seen < 10:
+        if isinstance(err, requests.ConnectionError | requests.Timeout | ConnectionError | TimeoutError):
+            return True
+        response = getattr(err, "response", None)
+        status = getattr(response, "status_code", None)
+        if status is None and hasattr(err, "get_http_status_code"):
+            status = err.get_http_status_code()
+        if status in _TRANSIENT_STATUS:
+            return True
+        if status in (400, 401, 403, 404):
+            return False
+        if any(text in str(err).lower() for text in _TRANSIENT_TEXT):
+            return True
+        err, seen = err.__cause__ or err.__context__, seen + 1
+    return False
+
+
+class Superseded(RuntimeError):
+    """Another attempt of this trial owns its child run now (Ray retried the trial elsewhere): this one stops."""
 
 
 def client(uri: str):
@@ -161,32 +223,57 @@ class TrialRun:
     def __init__(self, uri: str, parent_run_id: str, trial_id: str, run_name: str, tags: dict[str, str]):
         self.uri = uri
         self.client = client(uri)
+        self.attempt = uuid.uuid4().hex
+        tags = {**tags, ATTEMPT_TAG: self.attempt}
         c = self.client
         parent = _retry(lambda: c.get_run(parent_run_id))
-        existing = _retry(lambda: c.search_runs(
-            [parent.info.experiment_id],
-            f"tags.mlflow.parentRunId = '{parent_run_id}' and tags.`{TRIAL_TAG}` = '{trial_id}'", max_results=1))
-        if existing:
-            self.run_id = existing[0].info.run_id
-            history = _retry(lambda: c.get_metric_history(self.run_id, "epoch"))
-            self.last_epoch = max((int(m.value) for m in history), default=0)
-            self.resumed = True
-            _retry(lambda: c.update_run(self.run_id, status="RUNNING"))
-            for key, value in tags.items():
-                _retry(lambda k=key, v=value: c.set_tag(self.run_id, k, v))
-        else:
+        query = f"tags.mlflow.parentRunId = '{parent_run_id}' and tags.`{TRIAL_TAG}` = '{trial_id}'"
+        existing = self._oldest(parent.info.experiment_id, query)
+        if existing is None:
             all_tags = {"mlflow.parentRunId": parent_run_id, TRIAL_TAG: trial_id, **tags}
-            run = _retry(lambda: c.create_run(parent.info.experiment_id, tags=all_tags, run_name=run_name))
-            self.run_id = run.info.run_id
-            self.last_epoch = 0
-            self.resumed = False
+            created = _retry(lambda: c.create_run(parent.info.experiment_id, tags=all_tags, run_name=run_name))
+            # A create whose reply was lost and was retried, or another attempt racing this one, makes a second
+            # run of the trial: the oldest one is the trial's run, the others are deleted.
+            oldest = self._oldest(parent.info.experiment_id, query, delete_others=True)
+            if oldest is not None and oldest.info.run_id == created.info.run_id:
+                self.run_id, self.last_epoch, self.resumed = created.info.run_id, 0, False
+                return
+            existing = oldest or created
+        self.run_id = existing.info.run_id
+        # Own the run first, then read how far it got: an older attempt still running checks the tag before
+        # each write, so nothing it logs after this line is lost or doubled.
+        for key, value in tags.items():
+            _retry(lambda k=key, v=value: c.set_tag(self.run_id, k, v))
+        _retry(lambda: c.update_run(self.run_id, status="RUNNING"))
+        history = _retry(lambda: c.get_metric_history(self.run_id, "epoch"))
+        self.last_epoch = max((int(m.value) for m in history), default=0)
+        self.resumed = True
+
+    def _oldest(self, experiment_id: str, query: str, delete_others: bool = False) -> Any:
+        runs = _retry(lambda: self.client.search_runs([experiment_id], query, max_results=50))
+        if not runs:
+            return None
+        runs = sorted(runs, key=lambda r: (r.info.start_time, r.info.run_id))
+        if delete_others:
+            for extra in runs[1:]:
+                _retry(lambda r=extra: self.client.delete_run(r.info.run_id))
+        return runs[0]
+
+    def check_owner(self) -> None:
+        """Raise Superseded if another attempt of this trial has taken the run over."""
+        if getattr(self, "attempt", None) is None:  # attach(): an eval-only sweep, no attempts
+            return
+        run = _retry(lambda: self.client.get_run(self.run_id))
+        owner = run.data.tags.get(ATTEMPT_TAG)
+        if owner is not None and owner != self.attempt:
+            raise Superseded(f"run {self.run_id}: attempt {owner} of this trial has taken over")
 
     @classmethod
     def attach(cls, uri: str, run_id: str) -> TrialRun:
         """An existing child run by its id, for logging more into it (an eval-only sweep); status untouched."""
         run = cls.__new__(cls)
         run.uri, run.client, run.run_id = uri, client(uri), run_id
-        run.last_epoch, run.resumed = 0, True
+        run.last_epoch, run.resumed, run.attempt = 0, True, None
         return run
 
     def log_params(self, params: dict[str, Any]) -> None:
@@ -201,6 +288,7 @@ class TrialRun:
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         from mlflow.entities import Metric
 
+        self.check_owner()
         now = int(time.time() * 1000)
         items = [Metric(k, float(v), now, step) for k, v in metrics.items() if _finite(v)]
         for i in range(0, len(items), 1000):
@@ -215,12 +303,14 @@ class TrialRun:
         return True
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        self.check_owner()
         _retry(lambda: self.client.log_artifact(self.run_id, str(path), artifact_path))
 
     def log_text(self, text: str, artifact_file: str) -> None:
         log_text(self.uri, self.run_id, text, artifact_file)
 
     def end(self, status: str, reason: str | None = None) -> None:
+        self.check_owner()
         set_status(self.uri, self.run_id, status, reason)
 
 

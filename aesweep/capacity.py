@@ -29,6 +29,7 @@ from aesweep.spec import (
 # The in-memory image shape of each dataset (C, H, W), without loading it.
 IMAGE_SHAPES: dict[str, tuple[int, int, int]] = {
     "shapes": (1, 28, 28), "mnist": (1, 28, 28), "fashion_mnist": (1, 28, 28), "cifar10": (3, 32, 32),
+    "frey_face": (1, 28, 20),
 }
 # A GPU trial checked on a machine without one (a laptop submitting to a cluster) is held to the largest single
 # accelerator memory on sale (NVIDIA H200: 141 GB), so only what fits no GPU at all is rejected there.

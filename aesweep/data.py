@@ -497,6 +497,84 @@ def shapes(cfg: DatasetConfig) -> Source:
 
 
 # ------------------------------------------------------------------------------------------------------------
+# FreyFace (the beta-VAE study 003): one MATLAB file, no labels. Kept in its own functions: prepare (find, fetch,
+# verify) and read, like the torchvision-backed loaders above.
+
+FREY_FACE_URL = "https://cs.nyu.edu/~roweis/data/frey_rawface.mat"  # the study's footnote 3 points at this page
+FREY_FACE_FILE = "frey_rawface.mat"
+FREY_FACE_DIR = "FreyFace"
+# md5 of the upstream file as one public loader records it (it downloads FREY_FACE_URL with that checksum). Not
+# verified here (no network): a download that does not match fails and names both digests; a file you put in
+# place yourself is checked by its shape and type only (FREY_FACE_SHAPE, uint8).
+FREY_FACE_MD5 = "5aeb024d42b8a6091f30e5eb18c8a48d"
+FREY_FACE_SHAPE = (560, 1965)  # variable `ff`: one 20 x 28 face per column
+FREY_FACE_HW = (28, 20)  # each column is 28 rows of 20 pixels, row-major: ff.T.reshape(-1, 28, 20)
+FREY_FACE_TEST = 400  # the study: "1,565 examples for training and another 400 examples for testing"
+
+
+def _fetch_url(url: str, dest: Path) -> None:
+    import urllib.request
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with urllib.request.urlopen(url, timeout=60) as response, open(dest, "wb") as out:  # noqa: S310
+        shutil.copyfileobj(response, out)
+
+
+def _prepare_frey_face(cfg: DatasetConfig) -> Path:
+    """The path of a readable ``root/FreyFace/frey_rawface.mat``: found there, or downloaded from FREY_FACE_URL
+    (into a temporary directory, md5-checked, then moved into place) when ``cfg.download`` allows."""
+    root = data_root(cfg)
+    path = root / FREY_FACE_DIR / FREY_FACE_FILE
+    with preparing(root, "frey_face"):  # the first wave of trials may all find it missing at once
+        if not path.is_file():
+            if not cfg.download:
+                raise _not_found("frey_face", path)
+            _download("frey_face", root, [path], lambda tmp: _fetch_url(FREY_FACE_URL, tmp / FREY_FACE_DIR /
+                                                                        FREY_FACE_FILE), {path: FREY_FACE_MD5})
+    return path
+
+
+def read_frey_face(path: Path) -> torch.Tensor:
+    """uint8 images ``(1965, 1, 28, 20)`` from a ``frey_rawface.mat`` (MATLAB v5, variable ``ff``, 560 x 1965).
+
+    Column j of ``ff`` is image j, its 560 values 28 rows of 20 pixels in row-major order: the layout every
+    public loader reads (``ff.T.reshape(-1, 28, 20)``), which shows an upright face. Raises DataError naming the
+    file for anything else.
+    """
+    import scipy.io
+
+    try:
+        ff = scipy.io.loadmat(str(path))["ff"]
+    except Exception as err:
+        raise DataError(f"{path}: not a MATLAB file with a variable ff ({type(err).__name__}: {err})") from None
+    if ff.dtype != "uint8" or ff.shape != FREY_FACE_SHAPE:
+        raise DataError(f"{path}: ff is {ff.dtype} {ff.shape}, expected uint8 {FREY_FACE_SHAPE}")
+    return torch.from_numpy(ff.T.reshape(-1, 1, *FREY_FACE_HW).copy())
+
+
+@DATASETS.register("frey_face")
+def frey_face(cfg: DatasetConfig) -> Source:
+    """FreyFace: 1965 grey 20x28 frames of one face (1565 train / 400 test, seeded), no labels, frey_rawface.mat.
+
+    The study splits 1,565 / 400 without saying how; here the 400 test frames are a seeded random draw
+    (``dataset.seed``), as for ``shapes``. Frames of one video: neighbours are near-duplicates, so a random
+    split is an easier test than a contiguous one would be. No labels: ``class_names`` is empty and every label
+    is -1; evaluation skips probes and clustering with a note.
+    """
+    images = read_frey_face(_prepare_frey_face(cfg))
+    order = torch.randperm(len(images), generator=_generator(cfg.seed, "frey_face"))
+
+    def split(index: torch.Tensor) -> Split:
+        index = index.sort().values
+        return Split(images[index], torch.full((len(index),), -1, dtype=torch.int64))
+
+    return Source(split(order[FREY_FACE_TEST:]), split(order[:FREY_FACE_TEST]), (), flip_ok=True)
+
+
+frey_face.labelled = False  # type: ignore[attr-defined]  # the spec rejects variants that need labels
+
+
+# ------------------------------------------------------------------------------------------------------------
 # Batching and device-side transforms
 
 

@@ -7,6 +7,7 @@ once and shared by every probe (``probe/...``, ``cluster/...``), generative and 
 """
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -18,6 +19,8 @@ from aesweep import data as datamod
 from aesweep import figures as figmod
 from aesweep import generative, metrics, probes
 from aesweep.spec import EvalConfig, TrialConfig
+
+_log = logging.getLogger(__name__)
 
 
 @torch.inference_mode()
@@ -56,6 +59,41 @@ def _train_rows(labels: Tensor, cfg: EvalConfig, num_classes: int, seed: int) ->
     return torch.as_tensor(rows, dtype=torch.long)
 
 
+@torch.inference_mode()
+def head_metrics(model: nn.Module, dataset: datamod.Dataset, cfg: EvalConfig, seed: int = 0,
+                 batch_size: int = 512) -> dict[str, float]:
+    """The classifier variant's own head: ``head/acc``, the accuracy of argmax of its logits on the test split.
+
+    With ``cfg.probe_splits`` also ``head/train_acc`` (on the train rows the probes read: ``_train_rows``, at most
+    ``subsample`` of them, stratified and seeded) and ``head/val_acc`` (the validation split), the paradigms
+    study's train / val / test table for its classification-guided model. Eval mode (dropout off, BatchNorm
+    running statistics). Empty for a model without a classifier head.
+    """
+    if getattr(model, "classifier", None) is None:
+        return {}
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+
+    def accuracy(split: datamod.Split, rows: Tensor | None = None) -> float:
+        images = split.images if rows is None else split.images[rows.to(split.images.device)]
+        labels = split.labels if rows is None else split.labels[rows.to(split.labels.device)]
+        hits = sum(int((model.classify(datamod.to_float(images[i:i + batch_size].to(device))).argmax(1)
+                        == labels[i:i + batch_size].to(device)).sum()) for i in range(0, len(images), batch_size))
+        return hits / max(len(images), 1)
+
+    try:
+        out = {"head/acc": accuracy(dataset.test)}
+        if cfg.probe_splits:
+            out["head/train_acc"] = accuracy(dataset.train, _train_rows(dataset.train.labels, cfg,
+                                                                        dataset.num_classes, seed))
+            if len(dataset.val):
+                out["head/val_acc"] = accuracy(dataset.val)
+    finally:
+        model.train(was_training)
+    return out
+
+
 def evaluate(model: nn.Module, dataset: datamod.Dataset, cfg: TrialConfig, out_dir: str | Path | None = None,
              seed: int = 0, reconstruction: bool = True, history: Sequence[Mapping[str, float]] | None = None
              ) -> tuple[dict[str, float], list[Path]]:
@@ -80,7 +118,10 @@ def evaluate(model: nn.Module, dataset: datamod.Dataset, cfg: TrialConfig, out_d
     if reconstruction:
         out.update(timed("reconstruction", metrics.reconstruction_metrics, model, dataset.test,
                          metrics.configured(ev)))
-    if ev.probes or ev.clustering:
+    out.update(timed("head", head_metrics, model, dataset, ev, seed))
+    if (ev.probes or ev.clustering) and not dataset.num_classes:
+        _log.warning("%s has no labels: probes and clustering skipped", dataset.name)
+    elif ev.probes or ev.clustering:
         rows = _train_rows(dataset.train.labels, ev, dataset.num_classes, seed)
         train_x = timed("embed", embed, model, dataset.train, ev, rows)
         train_y = dataset.train.labels if rows is None else dataset.train.labels[rows.to(dataset.train.labels.device)]
@@ -103,7 +144,10 @@ def online_probe_metrics(model: nn.Module, dataset: datamod.Dataset, cfg: EvalCo
                          ) -> dict[str, float]:
     """The cheap probe run every ``online_probe_every`` epochs: kNN / linear probe fitted on
     ``online_probe_size`` train embeddings and scored on as many validation embeddings (``val/probe/...``),
-    so a scheduler can stop trials on latent quality, not only on reconstruction."""
+    so a scheduler can stop trials on latent quality, not only on reconstruction. Nothing for a dataset
+    without labels."""
+    if not dataset.num_classes:
+        return {}
     generator = torch.Generator().manual_seed(seed)
     n_train = min(cfg.online_probe_size, len(dataset.train))
     n_val = min(cfg.online_probe_size, len(dataset.val))

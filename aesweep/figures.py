@@ -194,7 +194,7 @@ def reconstructions(ctx: _Context) -> Figure:
     for j in range(n):
         _show(axes[0, j], x[j])
         _show(axes[1, j], x_hat[j])
-        axes[0, j].set_title(names[labels[j]] if labels[j] < len(names) else str(labels[j]), fontsize=8)
+        axes[0, j].set_title(names[labels[j]] if 0 <= labels[j] < len(names) else str(labels[j]), fontsize=8)
     axes[0, 0].set_ylabel("original", fontsize=9)
     axes[1, 0].set_ylabel("reconstruction", fontsize=9)
     return fig

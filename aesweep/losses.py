@@ -12,7 +12,7 @@ Reductions (the scale each weight is relative to):
   ``beta_elbo = beta_here / (C*H*W)``.
 - kl and l1_latent: sum over latent dimensions, mean over the batch (per-sample quantities).
 - mmd: a scalar estimate between two distributions (no per-sample reduction).
-- nt_xent, supcon, cross_entropy: mean over anchors / samples.
+- nt_xent, supcon, cross_entropy: mean over anchors / samples; softmax_mae: mean over samples and classes.
 """
 
 from __future__ import annotations
@@ -247,6 +247,22 @@ def cross_entropy(out: AEOutput, batch: Batch, **_: Any) -> Tensor:
     if batch.labels is None:
         raise ValueError("cross_entropy: needs labels (batch.labels is None)")
     return F.cross_entropy(out.logits, batch.labels)
+
+
+@LOSS_TERMS.register("softmax_mae")
+def softmax_mae(out: AEOutput, batch: Batch, **_: Any) -> Tensor:
+    """MAE between the classifier head's softmax and the one-hot labels, mean over batch and classes.
+
+    The classification-guided model of study 004 trains with "cross-entropy loss along with a secondary MAE loss
+    between the softmax output and one-hot encoded targets"; its reduction is not stated, so this is the mean
+    absolute error over every (sample, class) entry, as ``nn.L1Loss()`` gives: in [0, 2 / num_classes].
+    """
+    if out.logits is None:
+        raise ValueError("softmax_mae: the model has no classifier head (out.logits is None)")
+    if batch.labels is None:
+        raise ValueError("softmax_mae: needs labels (batch.labels is None)")
+    probs = torch.softmax(_at_least_fp32(out.logits), dim=1)
+    return F.l1_loss(probs, F.one_hot(batch.labels, probs.shape[1]).to(probs.dtype))
 
 
 # ----------------------------------------------------------------------------------------------------

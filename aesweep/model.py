@@ -14,6 +14,8 @@ Decisions:
 - Gaussian bottleneck: one Linear gives (mu, logvar); z = mu + exp(logvar / 2) * eps in training, mu in eval.
 - Latent noise (the mmd variant's decoder regulariser): in training the decoder sees z + N(0, latent_noise^2);
   ``AEOutput.z`` stays the clean code so that regularisers (MMD, L1) act on what the encoder produced.
+- A skip-connection backbone's encoder maps go from ``encode`` to ``decode`` (``Code.maps``) and nowhere else:
+  ``embed`` and the heads read z only.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from aesweep.nets import build_backbone
+from aesweep.nets import SETTINGS, build_backbone
 
 if TYPE_CHECKING:
     from aesweep.spec import ModelConfig
@@ -54,6 +56,7 @@ class Code(NamedTuple):
     mu: Tensor | None
     logvar: Tensor | None
     feature: Tensor
+    maps: tuple[Tensor | None, ...] = ()  # skip-connection backbones: encoder maps for the decoder, else ()
 
 
 class DeterministicBottleneck(nn.Module):
@@ -95,6 +98,33 @@ def projection_head(latent_dim: int, projection_dim: int) -> nn.Sequential:
     )
 
 
+def classifier_head(latent_dim: int, num_classes: int, widths: Iterable[int] = (), dropout: float = 0.0,
+                    batchnorm: bool = False) -> nn.Module:
+    """The classifier head on z: one Linear without hidden ``widths``; else Linear [+ BatchNorm1d] + ReLU
+    [+ Dropout] per hidden width, then Linear to the classes.
+
+    The paradigms studies' heads: 001's "two-layer MLP classifier [...] from 128 to 64 units with a ReLU,
+    followed by a final layer projecting to 10 classes" (with "dropout layers in classifiers") is
+    ``widths=[64]``; 004's "three fully connected layers with batch normalization, ReLU activations, and dropout"
+    is two hidden widths with ``batchnorm=True``.
+    """
+    widths = list(widths)
+    if not widths:
+        return nn.Linear(latent_dim, num_classes)
+    layers: list[nn.Module] = []
+    prev = latent_dim
+    for w in widths:
+        layers.append(nn.Linear(prev, w))
+        if batchnorm:
+            layers.append(nn.BatchNorm1d(w))
+        layers.append(nn.ReLU(inplace=True))
+        if dropout > 0:
+            layers.append(nn.Dropout(dropout))
+        prev = w
+    layers.append(nn.Linear(prev, num_classes))
+    return nn.Sequential(*layers)
+
+
 class AutoEncoder(nn.Module):
     """Encoder -> bottleneck -> decoder with optional projection / classifier heads on z.
 
@@ -103,6 +133,8 @@ class AutoEncoder(nn.Module):
     bottleneck: "deterministic" | "gaussian".
     heads: any of {"projection", "classifier"}.
     latent_noise: std of the Gaussian noise added to z before decoding, training only (0 = none).
+    settings: backbone settings (``nets.SETTINGS``: widths, channels, dropout, ...); None values = defaults.
+    head_widths, head_dropout, head_batchnorm: the classifier head's hidden layers (``classifier_head``).
     """
 
     def __init__(
@@ -118,6 +150,10 @@ class AutoEncoder(nn.Module):
         num_classes: int = 10,
         projection_dim: int = 128,
         latent_noise: float = 0.0,
+        settings: dict | None = None,
+        head_widths: Iterable[int] = (),
+        head_dropout: float = 0.0,
+        head_batchnorm: bool = False,
     ):
         super().__init__()
         heads = frozenset(heads)
@@ -131,11 +167,13 @@ class AutoEncoder(nn.Module):
         self.latent_dim = int(latent_dim)
         self.bottleneck_kind = bottleneck
         self.latent_noise = float(latent_noise)
-        self.backbone = build_backbone(backbone_name, self.in_shape, self.latent_dim, width, depth)
+        self.backbone = build_backbone(backbone_name, self.in_shape, self.latent_dim, width, depth,
+                                       **(settings or {}))
         self.feature_dim = self.backbone.feature_dim
         self.bottleneck = BOTTLENECKS[bottleneck](self.feature_dim, self.latent_dim)
         self.projection = projection_head(self.latent_dim, projection_dim) if "projection" in heads else None
-        self.classifier = nn.Linear(self.latent_dim, num_classes) if "classifier" in heads else None
+        self.classifier = (classifier_head(self.latent_dim, num_classes, head_widths, head_dropout, head_batchnorm)
+                           if "classifier" in heads else None)
 
     @classmethod
     def from_config(
@@ -157,6 +195,10 @@ class AutoEncoder(nn.Module):
             num_classes=num_classes,
             projection_dim=model_cfg.projection_dim,
             latent_noise=float(objective.knobs.get("latent_noise") or 0.0),
+            settings={name: getattr(model_cfg, name) for name in SETTINGS},
+            head_widths=model_cfg.head_widths,
+            head_dropout=model_cfg.head_dropout,
+            head_batchnorm=model_cfg.head_batchnorm,
         )
 
     @property
@@ -164,20 +206,37 @@ class AutoEncoder(nn.Module):
         return self.bottleneck_kind == "gaussian"
 
     def encode(self, x: Tensor) -> Code:
-        """x ``(B, C, H, W)`` -> Code(z, mu, logvar, feature); mu and logvar are None unless gaussian."""
-        feature = self.backbone.encoder(x)
+        """x ``(B, C, H, W)`` -> Code(z, mu, logvar, feature, maps); mu and logvar are None unless gaussian,
+        maps is () unless the backbone has skip connections."""
+        feature, maps = self.backbone.encode(x)
         z, mu, logvar = self.bottleneck(feature)
-        return Code(z, mu, logvar, feature)
+        return Code(z, mu, logvar, feature, maps)
 
-    def decode(self, z: Tensor) -> Tensor:
-        """z ``(B, latent_dim)`` -> x_hat ``(B, C, H, W)`` in [0, 1]."""
-        return self.backbone.decoder(z)
+    def decode(self, z: Tensor, maps: tuple[Tensor | None, ...] = ()) -> Tensor:
+        """z ``(B, latent_dim)`` -> x_hat ``(B, C, H, W)`` in [0, 1]. ``maps``: a skip backbone's encoder maps
+        (``Code.maps``); without them a skip decoder sees zero maps (see ``nets.SkipConvDecoder``)."""
+        return self.backbone.decode(z, maps)
+
+    def classify(self, x: Tensor) -> Tensor:
+        """The classifier head's logits ``(B, num_classes)`` for images x (no decoder pass)."""
+        if self.classifier is None:
+            raise ValueError("classify needs a classifier head; this model has none")
+        return self.classifier(self.encode(x).z)
+
+    def parameter_counts(self) -> dict[str, float]:
+        """``model/params`` (every parameter), ``model/params/encoder`` (backbone encoder + bottleneck: all that
+        maps x to z) and ``model/params/decoder`` (z to x_hat); heads count in the total only."""
+        def count(*modules: nn.Module) -> float:
+            return float(sum(p.numel() for m in modules for p in m.parameters()))
+
+        return {"model/params": count(self), "model/params/encoder": count(self.backbone.encoder, self.bottleneck),
+                "model/params/decoder": count(self.backbone.decoder)}
 
     def forward(self, x: Tensor) -> AEOutput:
-        z, mu, logvar, feature = self.encode(x)
+        z, mu, logvar, feature, maps = self.encode(x)
         z_dec = z + self.latent_noise * torch.randn_like(z) if self.training and self.latent_noise > 0 else z
         return AEOutput(
-            x_hat=self.decode(z_dec),
+            x_hat=self.decode(z_dec, maps),
             z=z,
             feature=feature,
             mu=mu,
@@ -195,7 +254,7 @@ class AutoEncoder(nn.Module):
         """
         if with_logvar and not self.gaussian:
             raise ValueError("with_logvar needs a gaussian bottleneck; this model is deterministic")
-        z, mu, logvar, feature = self.encode(x)
+        z, mu, logvar, feature, _ = self.encode(x)
         parts = [mu if self.gaussian else z]
         if with_logvar:
             parts.append(logvar)

@@ -23,6 +23,7 @@ REGISTERING_MODULES = (
     "aesweep.metrics",
     "aesweep.probes",
     "aesweep.figures",
+    "aesweep.schedules",
     "aesweep.baselines",
 )
 
@@ -86,6 +87,7 @@ METRICS: Registry[Any] = Registry("metric")
 PROBES: Registry[Any] = Registry("probe")
 CLUSTERERS: Registry[Any] = Registry("clusterer")
 FIGURES: Registry[Any] = Registry("figure")
+SCHEDULES: Registry[Any] = Registry("lr schedule")
 
 ALL = {
     "datasets": DATASETS,
@@ -96,6 +98,7 @@ ALL = {
     "probes": PROBES,
     "clustering": CLUSTERERS,
     "figures": FIGURES,
+    "lr schedules": SCHEDULES,
 }
 
 _loaded = False

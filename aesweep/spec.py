@@ -78,6 +78,7 @@ def _known_variant(name: str) -> str:
 
 DatasetName = Annotated[str, AfterValidator(_registered(registry.DATASETS))]
 BackboneName = Annotated[str, AfterValidator(_registered(registry.BACKBONES))]
+ScheduleName = Annotated[str, AfterValidator(_registered(registry.SCHEDULES))]
 VariantName = Annotated[str, AfterValidator(_known_variant)]
 PositiveInt = Annotated[int, Field(gt=0)]
 NonNegFloat = Annotated[float, Field(ge=0)]
@@ -122,6 +123,19 @@ class ModelConfig(Strict):
     width: PositiveFloat = 1.0  # channel / unit multiplier of the backbone
     depth: PositiveInt | None = None  # backbone-specific (mlp: hidden layers 1..8); None = backbone default
     projection_dim: PositiveInt = 128  # contrastive projection head output
+    # Backbone settings (nets.SETTINGS; each backbone declares which it takes, the others reject them with the
+    # line). None = the backbone's default.
+    widths: list[PositiveInt] | None = None  # mlp: encoder hidden widths, e.g. [256, 128]; default eq. (1) of 003
+    decoder_widths: list[PositiveInt] | None = None  # mlp: the decoder's hidden widths; default: widths mirrored
+    channels: list[PositiveInt] | None = None  # conv: channels of every encoder block, e.g. [32, 64, 128]
+    strides: list[PositiveInt] | None = None  # conv: the stride (1 or 2) of every block of channels; default 2
+    skip_connections: bool | None = None  # conv: decoder stages also receive the encoder maps (U-Net style)
+    dropout: Fraction | None = None  # mlp / conv: dropout after every hidden layer / block; default 0
+    output_activation: Literal["sigmoid", "tanh"] | None = None  # the decoder's last activation; default sigmoid
+    # The classifier head (variants with a classifier head only): hidden widths, e.g. [64]; [] = one Linear.
+    head_widths: list[PositiveInt] = Field(default_factory=list)
+    head_dropout: Fraction = 0.0  # dropout after every hidden layer of the head
+    head_batchnorm: bool = False  # BatchNorm1d after every hidden Linear of the head
 
 
 class PriorConfig(Strict):
@@ -147,6 +161,7 @@ class ObjectiveConfig(Strict):
     prior: PriorConfig | None = None
     latent_noise: NonNegFloat | None = None
     temperature: PositiveFloat | None = None
+    softmax_mae_weight: NonNegFloat | None = None  # classifier: weight of MAE(softmax, one-hot) beside CE (004)
 
 
 class EarlyStoppingConfig(Strict):
@@ -154,6 +169,24 @@ class EarlyStoppingConfig(Strict):
     monitor: str = "val/loss"
     mode: Literal["min", "max"] = "min"
     min_delta: NonNegFloat = 0.0
+
+
+class ScheduleConfig(Strict):
+    """The learning rate per epoch (schedules.py): ``name`` (a registered schedule), a linear warm-up of
+    ``warmup_epochs`` epochs, and the schedule's own params (None = its default; another schedule's is an error)."""
+
+    name: ScheduleName = "constant"
+    warmup_epochs: Annotated[int, Field(ge=0)] = 0
+    min_lr: NonNegFloat | None = None  # cosine: the rate it anneals towards (0)
+    step_epochs: PositiveInt | None = None  # step: epochs between decays (10)
+    gamma: PositiveFloat | None = None  # step: the decay factor (0.1)
+
+    def params(self) -> dict[str, Any]:
+        """The schedule params that are set."""
+        return {k: getattr(self, k) for k in SCHEDULE_PARAMS if getattr(self, k) is not None}
+
+
+SCHEDULE_PARAMS = ("min_lr", "step_epochs", "gamma")
 
 
 class TrainConfig(Strict):
@@ -170,6 +203,18 @@ class TrainConfig(Strict):
     # torch.compile the training forward: true, false, or auto (CUDA only). On a 2-core CPU it gained -6..+10%
     # (run-to-run noise) after a 15 s cold compile per worker (docs/performance.md), so it is off by default.
     compile: bool | Literal["auto"] = False
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+
+    @model_validator(mode="after")
+    def _schedule_fits(self) -> TrainConfig:
+        # A searched epochs or warm-up can only be checked here, on the concrete trial.
+        from aesweep import schedules
+
+        sch = self.schedule
+        found = schedules.problems(sch.name, self.epochs, sch.warmup_epochs, sch.params())
+        if found:
+            raise ValueError(f"schedule.{found[0][0]}: {found[0][1]}")
+        return self
 
 
 class TorchMLPProbeConfig(Strict):
@@ -1001,6 +1046,7 @@ def _semantic_problems(spec: SweepSpec) -> list[tuple[tuple, str]]:
         values = fold.options if isinstance(fold, Choice | Grid) else [fold] if isinstance(fold, int) else []
         if bad := [v for v in values if v >= folds]:
             found.append((("dataset", "fold"), f"fold {bad[0]} is not one of the {folds} folds (0..{folds - 1})"))
+    found += _model_problems(spec) + _schedule_problems(spec)
     if spec.search.algorithm == "grid" and not found:  # resolving every point would repeat the problems above
         try:
             spec.grid()
@@ -1009,8 +1055,74 @@ def _semantic_problems(spec: SweepSpec) -> list[tuple[tuple, str]]:
     return found
 
 
+def _options(value: Any) -> list[Any] | None:
+    """The values a field can take: its options (choice / grid), [value] when fixed, None when continuous."""
+    if isinstance(value, Choice | Grid):
+        return value.options
+    return None if isinstance(value, Distribution) else [value]
+
+
+def _model_problems(spec: SweepSpec) -> list[tuple[tuple, str]]:
+    """Backbone settings a backbone does not take or cannot combine; classifier-head fields without a head;
+    a variant that needs labels on a dataset without them."""
+    from aesweep import nets
+
+    registry.load_all()
+    found: list[tuple[tuple, str]] = []
+    model = spec.model
+    backbones = _options(model.backbone) or []
+    settings = {k: getattr(model, k) for k in nets.SETTINGS if getattr(model, k) is not None}
+    depth = model.depth
+    for backbone in backbones:
+        if any(isinstance(v, Distribution) for v in (*settings.values(), depth)):
+            # Searched settings: only whether the backbone takes them can be told here; the combination is
+            # checked when a trial builds its model.
+            factory = registry.BACKBONES.get(backbone)
+            taken = getattr(factory, "settings", frozenset())
+            problems = [(k, f"{k} is not a setting of backbone {backbone} (its settings: "
+                            f"{', '.join(sorted(taken)) or 'none'})") for k in settings if k not in taken]
+        else:
+            problems = nets.setting_problems(backbone, depth, settings)
+        found += [(("model", key), message) for key, message in problems]
+    variants_drawn = spec.possible_variants()
+    has_head = any("classifier" in p.heads for v in variants_drawn for p in variants.parts(v))
+    defaults = ModelConfig()
+    for key in ("head_widths", "head_dropout", "head_batchnorm"):
+        if not has_head and getattr(model, key) != getattr(defaults, key):
+            found.append((("model", key), f"{key} shapes the classifier head, which variant "
+                          f"{' or '.join(variants_drawn)} does not have (variants with one: classifier)"))
+    for name in _options(spec.dataset.name) or []:
+        if getattr(registry.DATASETS.get(name), "labelled", True):
+            continue
+        needy = [v for v in variants_drawn if any(p.needs_labels for p in variants.parts(v))]
+        if needy:
+            found.append((("objective", "variant"), f"variant {needy[0]} needs labels; dataset {name} has none"))
+    return found
+
+
+def _schedule_problems(spec: SweepSpec) -> list[tuple[tuple, str]]:
+    """An unknown schedule param, a warm-up not shorter than the epochs, for fixed values (searched ones are
+    checked on the concrete trial by TrainConfig)."""
+    from aesweep import schedules
+
+    sch = spec.train.schedule
+    if isinstance(sch, Distribution):
+        return []
+    epochs = spec.train.epochs
+    fewest = (min(epochs.options) if isinstance(epochs, Choice | Grid) else
+              epochs.bounds[0] if isinstance(epochs, IntRange) else epochs)
+    warmup = sch.warmup_epochs if isinstance(sch.warmup_epochs, int) else None
+    params = {k: getattr(sch, k) for k in SCHEDULE_PARAMS if getattr(sch, k) is not None}
+    found: list[tuple[tuple, str]] = []
+    for name in _options(sch.name) or []:
+        for key, message in schedules.problems(name, fewest if isinstance(fewest, int) else None, warmup, params):
+            if (("train", "schedule", key), message) not in found:
+                found.append((("train", "schedule", key), message))
+    return found
+
+
 __all__ = [
     "Choice", "DatasetConfig", "Distribution", "EvalConfig", "Grid", "IntRange", "LogUniform", "ModelConfig",
-    "ObjectiveConfig", "PriorConfig", "SpecError", "SweepSpec", "TrainConfig", "TrialConfig", "Uniform",
+    "ObjectiveConfig", "PriorConfig", "ScheduleConfig", "SpecError", "SweepSpec", "TrainConfig", "TrialConfig", "Uniform",
     "first_value", "load_spec", "parse_spec", "replay",
 ]

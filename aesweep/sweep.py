@@ -362,7 +362,9 @@ def _search(spec: SweepSpec, max_points: int | None = None) -> tuple[Any, dict[s
     from ray.tune.search.optuna import OptunaSearch
 
     metrics, modes = list(s.metrics), list(s.metrics.values())
-    sampler = (optuna.samplers.NSGAIISampler(seed=s.seed) if s.algorithm == "nsga2"
+    from aesweep.samplers import PicklableNSGAIISampler
+
+    sampler = (PicklableNSGAIISampler(seed=s.seed) if s.algorithm == "nsga2"
                else optuna.samplers.TPESampler(seed=s.seed))
     searcher = OptunaSearch(
         space=functools.partial(define_by_run, spec.model_dump_json(by_alias=True)),

@@ -2,7 +2,8 @@
 
 It imports neither Ray nor MLflow. The sweep adapts ``report`` to ``tune.report``; ``train-one`` adapts it to a
 progress bar. Per epoch it reports ``train/loss``, ``loss/<term>`` (train means), ``val/loss``,
-``val/loss/<term>``, ``val/mse``, ``val/psnr`` and writes a checkpoint (model, optimiser, epoch, RNG states,
+``val/loss/<term>``, ``val/mse``, ``val/psnr``, ``lr`` (the epoch's learning rate, ``train.schedule``) and the
+parameter counts ``model/params``, ``model/params/encoder``, ``model/params/decoder``, and writes a checkpoint (model, optimiser, epoch, RNG states,
 early-stopping state; ``state_dict``s and tensors only, loadable with ``torch.load(weights_only=True)``).
 
 Given the directory of such a checkpoint, ``run_trial`` continues at the next epoch and, on the CPU with the same
@@ -26,7 +27,7 @@ import torch
 from torch import Tensor
 
 from aesweep import data as datamod
-from aesweep import variants
+from aesweep import schedules, variants
 from aesweep.baselines import BASELINES, run_baseline
 from aesweep.evaluate import evaluate, online_probe_metrics
 from aesweep.losses import Batch, objective_loss
@@ -174,6 +175,13 @@ def make_loop(cfg: TrialConfig, model: torch.nn.Module, objective: variants.Obje
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if cfg.train.precision == "bf16"
                 and device.type == "cuda" else contextlib.nullcontext())
     return Loop(optimizer, stepper, autocast, 1 if device.type == "cpu" else 25)
+
+
+def epoch_lr(cfg: TrialConfig, epoch: int) -> float:
+    """The learning rate of 1-based ``epoch`` under ``cfg.train.schedule``: a function of the epoch alone, so a
+    resumed trial sets exactly the rates of an uninterrupted one."""
+    t = cfg.train
+    return schedules.lr_at(t.schedule.name, epoch, t.epochs, t.schedule.warmup_epochs, t.lr, **t.schedule.params())
 
 
 def _batches(split: datamod.Split, batch_size: int, shuffle: bool, generator: torch.Generator | None
@@ -326,6 +334,7 @@ def run_trial(
     history: list[dict[str, float]] = []
     metrics: dict[str, float] = {}
     artifacts: list[Path] = []
+    params = model.parameter_counts()
     epoch = start_epoch
     stopped_early = False
     train_seconds = 0.0
@@ -359,12 +368,16 @@ def run_trial(
     try:
         for epoch in range(start_epoch + 1, cfg.train.epochs + 1):
             epoch_start = time.perf_counter()
+            lr = epoch_lr(cfg, epoch)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
             train_metrics = _train_epoch(model, optimizer, stepper, dataset.train, cfg, generator, epoch,
                                          loop.autocast, loop.check_every, on_batch)
             train_seconds += time.perf_counter() - epoch_start
             metrics = {**train_metrics,
                        **evaluate_split(stepper, dataset.val, cfg.train.batch_size * 2, "val", cfg.train.seed),
-                       "epoch": float(epoch), "time/epoch_s": time.perf_counter() - epoch_start}
+                       "epoch": float(epoch), "lr": lr, **params,
+                       "time/epoch_s": time.perf_counter() - epoch_start}
             every = cfg.eval.online_probe_every
             if every and epoch % every == 0:
                 metrics.update(online_probe_metrics(model, dataset, cfg.eval, cfg.train.seed))
@@ -386,7 +399,7 @@ def run_trial(
             if last:
                 break
         else:  # resumed from the checkpoint of the last epoch: only the final measurements are missing
-            metrics = finish({"epoch": float(epoch)})
+            metrics = finish({"epoch": float(epoch), **params})
             if report is not None:
                 report(metrics, epoch, workdir)
     except NonFiniteLoss as err:
@@ -460,7 +473,8 @@ def evaluate_stored(cfg: TrialConfig, directory: str | Path, out_dir: str | Path
              else load_checkpoint(directory, device)["model"])
     model.load_state_dict(state)
     model.to(device)
-    return evaluate(model, dataset, cfg, out_dir, seed=cfg.train.seed)
+    measured, paths = evaluate(model, dataset, cfg, out_dir, seed=cfg.train.seed)
+    return {**model.parameter_counts(), **measured}, paths
 
 
 def is_out_of_memory(err: BaseException) -> bool:

@@ -22,7 +22,7 @@ Bottleneck = Literal["deterministic", "gaussian"]
 Head = Literal["projection", "classifier"]
 
 # Objective knobs a variant may own. Their types live in spec.ObjectiveConfig.
-KNOBS = ("sparsity", "noise_sigma", "beta", "prior", "latent_noise", "temperature")
+KNOBS = ("sparsity", "noise_sigma", "beta", "prior", "latent_noise", "temperature", "softmax_mae_weight")
 
 
 @dataclass(frozen=True)
@@ -71,8 +71,10 @@ PRESETS = [
         needs_labels=True,
     ),
     VariantPreset(
-        "classifier", "classification-guided encoder: cross-entropy through a classifier head",
-        terms={"cross_entropy": 1.0}, reconstructs=False, heads=frozenset({"classifier"}), needs_labels=True,
+        "classifier", "classification-guided encoder: cross-entropy through a classifier head "
+        "(+ softmax_mae_weight * MAE(softmax, one-hot), 004's auxiliary term)",
+        terms={"cross_entropy": 1.0, "softmax_mae": "softmax_mae_weight"}, knobs={"softmax_mae_weight": 0.0},
+        reconstructs=False, heads=frozenset({"classifier"}), needs_labels=True,
     ),
     # Baselines: fitted on the train split instead of trained (baselines.py), measured like every trial.
     VariantPreset("pca", "baseline: PCA with latent_dim components, fitted (not trained)", fit="pca"),

@@ -530,8 +530,89 @@ def test_subset_errors():
 def test_registry_has_the_datasets():
     from aesweep.registry import DATASETS
 
-    assert {"cifar10", "mnist", "fashion_mnist", "shapes"} <= set(DATASETS.names())
+    assert {"cifar10", "mnist", "fashion_mnist", "shapes", "frey_face"} <= set(DATASETS.names())
     assert DATASETS.doc("shapes").startswith("Generated shapes")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# FreyFace: a frey_rawface.mat written by scipy.io.savemat in the upstream format (MATLAB v5, ff uint8 560 x 1965)
+
+
+def frey_ff() -> np.ndarray:
+    """ff as upstream lays it out: column j is image j, 28 rows x 20 columns row-major; pixel (r, c) of image j
+    is (j + 7 r + 3 c) mod 256, so every image and its orientation can be told apart."""
+    j, r, c = np.meshgrid(np.arange(1965), np.arange(28), np.arange(20), indexing="ij")
+    images = ((j + 7 * r + 3 * c) % 256).astype(np.uint8)  # (1965, 28, 20)
+    return np.ascontiguousarray(images.reshape(1965, 560).T)
+
+
+def write_frey(path: Path, ff: np.ndarray | None = None) -> bytes:
+    import scipy.io
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    scipy.io.savemat(str(path), {"ff": frey_ff() if ff is None else ff}, format="5")
+    return path.read_bytes()
+
+
+@pytest.fixture
+def frey_root(tmp_path, monkeypatch):
+    monkeypatch.setenv("AESWEEP_DATA", str(tmp_path))
+    write_frey(tmp_path / "FreyFace" / "frey_rawface.mat")
+    return tmp_path
+
+
+def test_frey_face_shapes_split_sizes_and_pixel_order(frey_root):
+    ds = load_dataset(DatasetConfig(name="frey_face", val_fraction=0.0))
+    assert (len(ds.train), len(ds.val), len(ds.test)) == (1565, 0, 400)
+    assert ds.train.images.shape[1:] == (1, 28, 20) and ds.train.images.dtype == torch.uint8
+    assert ds.image_size == (28, 20) and ds.channels == 1
+    assert ds.num_classes == 0 and bool((ds.train.labels == -1).all()) and bool((ds.test.labels == -1).all())
+    # Rows are 28 rows of 20 pixels: down a row adds 7, right a column adds 3 (a transposed read would not).
+    images = torch.cat([ds.train.images, ds.test.images])[:, 0].long()
+    assert bool(((images[:, 1, 0] - images[:, 0, 0]) % 256 == 7).all())  # down a row: +7
+    assert bool(((images[:, 0, 1] - images[:, 0, 0]) % 256 == 3).all())  # right a column: +3
+    expected = torch.from_numpy(frey_ff().T.reshape(-1, 28, 20).copy()).long()
+    # Every frame exactly once across the splits.
+    assert sorted(map(tuple, images.flatten(1).tolist())) == sorted(map(tuple, expected.flatten(1).tolist()))
+
+
+def test_frey_face_split_is_seeded_and_folds_give_the_studys_sizes(frey_root):
+    a = load_dataset(DatasetConfig(name="frey_face", seed=0))
+    b = load_dataset(DatasetConfig(name="frey_face", seed=0))
+    c = load_dataset(DatasetConfig(name="frey_face", seed=1))
+    assert torch.equal(a.test.images, b.test.images) and not torch.equal(a.test.images, c.test.images)
+    # The study's cross-validation: "1,252 training images, 313 validation images, and 400 testing images".
+    fold = load_dataset(DatasetConfig(name="frey_face", folds=5, fold=2))
+    assert (len(fold.train), len(fold.val), len(fold.test)) == (1252, 313, 400)
+
+
+def test_frey_face_wrong_layout_is_a_data_error(frey_root):
+    write_frey(frey_root / "FreyFace" / "frey_rawface.mat", frey_ff().T.copy())  # 1965 x 560
+    with pytest.raises(DataError, match=r"frey_rawface.mat: ff is uint8 \(1965, 560\), expected uint8 \(560, 1965\)"):
+        load_dataset(DatasetConfig(name="frey_face"))
+    (frey_root / "FreyFace" / "frey_rawface.mat").write_bytes(b"not a mat file")
+    with pytest.raises(DataError, match="not a MATLAB file with a variable ff"):
+        load_dataset(DatasetConfig(name="frey_face"))
+
+
+def test_frey_face_missing_without_download(tmp_path):
+    with pytest.raises(DataError, match="frey_face: .*FreyFace/frey_rawface.mat not found and download is off"):
+        load_dataset(DatasetConfig(name="frey_face", root=str(tmp_path), download=False))
+
+
+def test_frey_face_download_checks_the_md5(tmp_path, monkeypatch):
+    # A real download through urllib, from a file:// URL (no network here), into an empty root.
+    upstream = write_frey(tmp_path / "upstream" / "frey_rawface.mat")
+    root = tmp_path / "root"
+    monkeypatch.setattr(data, "FREY_FACE_URL", (tmp_path / "upstream" / "frey_rawface.mat").as_uri())
+    with pytest.raises(DataError, match=f"checksum mismatch \\(md5 {md5(upstream)}, expected {data.FREY_FACE_MD5}"):
+        load_dataset(DatasetConfig(name="frey_face", root=str(root)))
+    assert not (root / "FreyFace" / "frey_rawface.mat").exists()  # nothing half-done left in place
+    assert [p.name for p in root.iterdir()] == []
+    monkeypatch.setattr(data, "FREY_FACE_MD5", md5(upstream))
+    ds = load_dataset(DatasetConfig(name="frey_face", root=str(root)))
+    assert (root / "FreyFace" / "frey_rawface.mat").read_bytes() == upstream
+    assert len(ds.train) + len(ds.val) + len(ds.test) == 1965
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -6,10 +6,11 @@ import math
 import re
 
 import pytest
+import torch
 
 from aesweep import data as datamod
 from aesweep.spec import DatasetConfig, parse_spec
-from aesweep.train import evaluate_stored, run_trial
+from aesweep.train import build, evaluate_stored, run_trial
 
 SPEC = """
 name: eval
@@ -85,3 +86,44 @@ def test_stored_trial_is_re_evaluated_with_new_probes_without_retraining(finishe
     assert paths == []
     # same weights, same reconstruction: the stored model is the trained one, not a fresh init
     assert metrics["test/mse"] == pytest.approx(result.metrics["test/mse"], rel=1e-5)
+
+
+def test_classifier_head_accuracy_is_the_argmax_of_its_logits(shapes, tmp_path):
+    spec = SPEC.replace("variant: vae", "variant: classifier").replace(
+        "model: {backbone: mlp, latent_dim: 6}",
+        "model: {backbone: mlp, latent_dim: 6, head_widths: [16], head_dropout: 0.3}")
+    cfg = parse_spec(spec, overrides=["eval.generative=[]", "eval.figures=[]", "eval.label_efficiency=[]",
+                                      "eval.online_probe_every=null", "eval.probes=[knn]", "eval.clustering=[]",
+                                      "eval.probe_splits=true"]).resolve()
+    result = run_trial(cfg, dataset=shapes, workdir=tmp_path)
+    assert result.status == "finished", result.reason
+    model = build(cfg, shapes)[0]
+    model.load_state_dict(torch.load(tmp_path / "model" / "state_dict.pt", weights_only=True))
+    model.eval()
+    with torch.no_grad():
+        logits = model(datamod.to_float(shapes.test.images)).logits
+    by_hand = int((logits.argmax(1) == shapes.test.labels).sum()) / len(shapes.test)
+    assert result.metrics["head/acc"] == pytest.approx(by_hand, abs=1e-12)
+    assert 0 <= result.metrics["head/val_acc"] <= 1 and 0 <= result.metrics["head/train_acc"] <= 1
+    assert "probe/knn/acc" in result.metrics  # the probes still run beside the head
+
+
+def test_unlabelled_dataset_skips_probes_and_clustering_with_a_note(tmp_path, monkeypatch, caplog):
+    import numpy as np
+    import scipy.io
+
+    monkeypatch.setenv("AESWEEP_DATA", str(tmp_path / "data"))
+    (tmp_path / "data" / "FreyFace").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    scipy.io.savemat(str(tmp_path / "data" / "FreyFace" / "frey_rawface.mat"),
+                     {"ff": rng.integers(0, 256, (560, 1965), dtype=np.uint8)})
+    cfg = parse_spec("name: frey\ndataset: {name: frey_face, train_size: 200, test_size: 100}\n"
+                     "model: {backbone: mlp, latent_dim: 2, depth: 2}\ntrain: {epochs: 1, batch_size: 50}\n"
+                     "eval: {probes: [logreg, knn], clustering: [kmeans], figures: [reconstructions], "
+                     "online_probe_every: 1}\n").resolve()
+    with caplog.at_level("WARNING"):
+        result = run_trial(cfg, workdir=tmp_path / "trial")
+    assert result.status == "finished", result.reason
+    assert "frey_face has no labels: probes and clustering skipped" in caplog.text
+    assert not any(k.startswith(("probe/", "cluster/", "val/probe/")) for k in result.metrics)
+    assert math.isfinite(result.metrics["test/mse"]) and result.metrics["model/params"] > 0

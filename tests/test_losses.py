@@ -243,6 +243,27 @@ def test_cross_entropy_matches_torch():
         losses.cross_entropy(output(), batch_for(out, labels=labels))
 
 
+def test_softmax_mae_by_hand():
+    # Two samples, three classes. logits (0, 0, 0): softmax 1/3 each, label 0: |1/3-1| + 1/3 + 1/3 = 4/3.
+    # logits (ln 2, 0, 0): softmax (1/2, 1/4, 1/4), label 1: 1/2 + 3/4 + 1/4 = 3/2. Mean over 6 entries.
+    logits = torch.tensor([[0.0, 0.0, 0.0], [math.log(2.0), 0.0, 0.0]])
+    out = output(b=2, logits=logits)
+    value = losses.softmax_mae(out, batch_for(out, labels=torch.tensor([0, 1])))
+    assert value.item() == pytest.approx((4 / 3 + 3 / 2) / 6)
+    with pytest.raises(ValueError, match="classifier head"):
+        losses.softmax_mae(output(), batch_for(out, labels=torch.tensor([0, 1])))
+
+
+def test_classifier_weighs_softmax_mae_by_its_knob():
+    assert compose("classifier", {}).terms == {"cross_entropy": 1.0, "softmax_mae": 0.0}
+    assert compose("classifier", {"softmax_mae_weight": 0.5}).terms["softmax_mae"] == 0.5
+    logits, labels = torch.randn(8, 5), torch.randint(0, 5, (8,))
+    out = output(logits=logits)
+    total, terms = objective_loss(compose("classifier", {"softmax_mae_weight": 2.0}), out,
+                                  batch_for(out, labels=labels))
+    assert total.item() == pytest.approx((terms["cross_entropy"] + 2.0 * terms["softmax_mae"]).item())
+
+
 # ----------------------------------------------------------------------------------------------------
 # objective_loss
 
@@ -295,6 +316,7 @@ TERM_SETUPS = {
     "nt_xent": {"heads": {"projection"}},
     "supcon": {"heads": {"projection"}},
     "cross_entropy": {"heads": {"classifier"}},
+    "softmax_mae": {"heads": {"classifier"}},
 }
 
 

@@ -161,3 +161,61 @@ def test_unknown_names_fail_with_known_ones():
         tiny(bottleneck="vq")
     with pytest.raises(ValueError, match="projection, classifier"):
         tiny(heads={"decoder2"})
+
+
+# Study 003's tables ("Nbres of Params", Tables 6-8): (model, n_layers, D_x) -> count, D_z = 2. The second
+# column of those tables is the FreyFace one (D_x = 560).
+STUDY_003_PARAMS = [
+    ("ae", 3, (1, 28, 28), 1_100_668),
+    ("vae", 4, (1, 28, 28), 1_546_470),
+    ("ae", 3, (1, 28, 20), 561_942),
+    ("ae", 1, (1, 28, 28), 3_922),
+]
+
+
+@pytest.mark.parametrize("variant,layers,in_shape,expected", STUDY_003_PARAMS)
+def test_parameter_counts_match_study_003(variant, layers, in_shape, expected):
+    cfg = ModelConfig(backbone="mlp", latent_dim=2, depth=layers)
+    model = AutoEncoder.from_config(cfg, compose(variant, {}), in_shape)
+    counts = model.parameter_counts()
+    assert counts["model/params"] == expected
+    assert counts["model/params/encoder"] + counts["model/params/decoder"] == expected
+
+
+def test_parameter_counts_split_encoder_decoder_heads():
+    model = AutoEncoder("mlp", SMALL, 6, heads={"classifier"}, num_classes=3)
+    counts = model.parameter_counts()
+    enc = sum(p.numel() for p in [*model.backbone.encoder.parameters(), *model.bottleneck.parameters()])
+    assert counts["model/params/encoder"] == enc
+    assert counts["model/params/decoder"] == sum(p.numel() for p in model.backbone.decoder.parameters())
+    head = sum(p.numel() for p in model.classifier.parameters())
+    assert counts["model/params"] == enc + counts["model/params/decoder"] + head
+
+
+def test_classifier_head_with_hidden_layers_and_dropout():
+    # 001: 128 -> 64 -> 10 with a ReLU (and dropout); 004: three FC layers with BN, ReLU and dropout.
+    cfg = ModelConfig(backbone="mlp", latent_dim=128, widths=[32], head_widths=[64], head_dropout=0.5)
+    model = AutoEncoder.from_config(cfg, compose("classifier", {}), SMALL, num_classes=10)
+    linears = [(m.in_features, m.out_features) for m in model.classifier if isinstance(m, torch.nn.Linear)]
+    assert linears == [(128, 64), (64, 10)]
+    assert any(isinstance(m, torch.nn.Dropout) and m.p == 0.5 for m in model.classifier)
+    deep = AutoEncoder.from_config(cfg.model_copy(update={"head_widths": [64, 32], "head_batchnorm": True}),
+                                   compose("classifier", {}), SMALL, num_classes=10)
+    assert sum(isinstance(m, torch.nn.Linear) for m in deep.classifier) == 3
+    assert sum(isinstance(m, torch.nn.BatchNorm1d) for m in deep.classifier) == 2
+    x = torch.rand(8, *SMALL)
+    model.eval()
+    assert torch.equal(model.classify(x), model(x).logits)  # dropout off in eval: one answer
+    assert torch.equal(model.classify(x), model.classify(x))
+    model.train()
+    assert not torch.equal(model.classify(x), model.classify(x))
+
+
+def test_skip_backbone_embeds_z_only():
+    cfg = ModelConfig(backbone="conv", latent_dim=4, width=0.125, skip_connections=True)
+    model = AutoEncoder.from_config(cfg, compose("ae", {}), (1, 28, 28)).eval()
+    x = torch.rand(3, 1, 28, 28)
+    code = model.encode(x)
+    assert len(code.maps) == 3 and model.embed(x).shape == (3, 4)
+    assert torch.equal(model.embed(x), code.z)
+    assert torch.equal(model(x).x_hat, model.decode(code.z, code.maps))

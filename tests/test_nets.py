@@ -97,7 +97,8 @@ def test_conv_width_scales_channels():
 
 
 def _widths_reference(d_x: int, d_z: int, n: int) -> list[int]:
-    return [d_x - math.ceil(Fraction((d_x - d_z) * i, n)) for i in range(1, n + 1)]
+    # Floor, not the ceiling eq. (1) prints: the study's parameter counts are those of the floor (test_model.py).
+    return [d_x - math.floor(Fraction((d_x - d_z) * i, n)) for i in range(1, n + 1)]
 
 
 @pytest.mark.parametrize("d_x", [784, 3072])
@@ -111,9 +112,11 @@ def test_mlp_widths_formula(d_x, n_layers, d_z):
 
 
 def test_mlp_widths_known_values():
-    # 784 -> 10 in 3 layers: (784 - 10) / 3 = 258 exactly; 784 -> 33 in 2: ceil(751/2) = 376.
+    # 784 -> 10 in 3 layers: (784 - 10) / 3 = 258 exactly; 784 -> 33 in 2: floor(751/2) = 375.
     assert nets.mlp_widths(784, 10, 3) == [526, 268, 10]
-    assert nets.mlp_widths(784, 33, 2) == [408, 33]
+    assert nets.mlp_widths(784, 33, 2) == [409, 33]
+    # The beta-VAE study's 3-layer AE on 784 pixels with D_z = 2: hidden [524, 263] (its 1,100,668 parameters).
+    assert nets.mlp_widths(784, 2, 3) == [524, 263, 2]
 
 
 @pytest.mark.parametrize("n_layers", [1, 2, 4])
@@ -157,3 +160,110 @@ def test_resnet_full_width_feature():
     bb.eval()
     with torch.no_grad():
         assert bb.encoder(torch.rand(2, 1, 28, 28)).shape == (2, 512)
+
+
+def test_mlp_explicit_widths_and_decoder_widths():
+    # The paradigms study 001's MNIST AE: 784 -> 256 -> 128 -> z(128); its decoder 128 -> 256 -> 784.
+    bb = nets.build_backbone("mlp", (1, 28, 28), 128, widths=[256, 128], decoder_widths=[256])
+    enc = [(m.in_features, m.out_features) for m in bb.encoder.modules() if isinstance(m, nn.Linear)]
+    dec = [(m.in_features, m.out_features) for m in bb.decoder.modules() if isinstance(m, nn.Linear)]
+    assert enc == [(784, 256), (256, 128)] and bb.feature_dim == 128
+    assert dec == [(128, 256), (256, 784)]
+    mirrored = nets.build_backbone("mlp", (1, 28, 28), 16, widths=[256, 128])
+    assert [m.out_features for m in mirrored.decoder.modules() if isinstance(m, nn.Linear)] == [128, 256, 784]
+
+
+@pytest.mark.parametrize("name", ["conv", "mlp"])
+def test_dropout_is_off_in_eval_mode(name):
+    bb = nets.build_backbone(name, (1, 28, 28), 8, width=0.25, dropout=0.5)
+    assert any(isinstance(m, nn.Dropout | nn.Dropout2d) for m in bb.modules())
+    x, z = torch.rand(4, 1, 28, 28), torch.randn(4, 8)
+    bb.train()
+    assert not torch.equal(bb.encoder(x), bb.encoder(x))
+    assert not torch.equal(bb.decoder(z), bb.decoder(z))
+    bb.eval()
+    seen = bb.encoder(x), bb.decoder(z)
+    for m in bb.modules():  # the same network with dropout switched off gives the same outputs in eval mode
+        if isinstance(m, nn.Dropout | nn.Dropout2d):
+            m.p = 0.0
+    assert torch.equal(seen[0], bb.encoder(x)) and torch.equal(seen[1], bb.decoder(z))
+
+
+def test_conv_explicit_blocks_004_layout():
+    # 004: three strided convs 32/64/128 to 4x4, FC to the latent, three transposed convs back, Tanh output.
+    bb = nets.build_backbone("conv", (3, 32, 32), 128, channels=[32, 64, 128], strides=[2, 2, 2],
+                             output_activation="tanh")
+    convs = [m for m in bb.encoder.modules() if isinstance(m, nn.Conv2d)]
+    assert [(c.out_channels, c.stride[0]) for c in convs] == [(32, 2), (64, 2), (128, 2)]
+    assert bb.feature_dim == 128 * 4 * 4
+    ups = [m for m in bb.decoder.modules() if isinstance(m, nn.ConvTranspose2d)]
+    assert [(u.in_channels, u.out_channels) for u in ups] == [(128, 64), (64, 32), (32, 3)]
+    assert isinstance(bb.decoder[-2], nets.HalfTanh)
+    out = bb.decoder(50 * torch.randn(2, 128))
+    assert out.shape == (2, 3, 32, 32) and out.min() >= 0 and out.max() <= 1
+    # (1 + tanh x) / 2 is sigmoid(2x): the study's Tanh on [-1, 1] data, mapped to [0, 1].
+    t = torch.linspace(-4, 4, 9)
+    assert torch.allclose(nets.HalfTanh()(t), torch.sigmoid(2 * t), atol=1e-6)
+
+
+def test_conv_explicit_blocks_001_four_blocks_three_upsamplings():
+    bb = nets.build_backbone("conv", (3, 32, 32), 128, channels=[32, 64, 128, 256], strides=[1, 2, 2, 2])
+    assert len([m for m in bb.encoder.modules() if isinstance(m, nn.Conv2d)]) == 4
+    assert sum(isinstance(m, nn.ConvTranspose2d) for m in bb.decoder.modules()) == 3
+    assert bb.decoder(torch.randn(2, 128)).shape == (2, 3, 32, 32)
+
+
+def test_conv_pads_freyface_20_wide_images():
+    bb = nets.build_backbone("conv", (1, 28, 20), 4, width=0.125)
+    assert bb.encoder[0](torch.rand(2, 1, 28, 20)).shape == (2, 1, 32, 24)
+    assert bb.decoder(torch.randn(2, 4)).shape == (2, 1, 28, 20)
+
+
+@pytest.mark.parametrize("in_shape", SHAPES, ids=["28x28x1", "32x32x3"])
+def test_skip_decoder_receives_encoder_maps_of_the_same_resolution(in_shape):
+    bb = nets.build_backbone("conv", in_shape, 8, width=0.25, skip_connections=True)
+    bb.eval()
+    x = torch.rand(3, *in_shape)
+    feature, maps = bb.encode(x)
+    assert torch.equal(feature, bb.encoder(x))  # the feature (and so z) is the plain encoder's
+    # Default layout at 32x32 padded: decoder stages output 8x8, 16x16, 32x32 and get blocks 5, 3 and 1's maps.
+    assert [tuple(m.shape[1:]) for m in maps] == [(64, 8, 8), (32, 16, 16), (16, 32, 32)]
+    fuses = [f for f in bb.decoder.fuses if not isinstance(f, nn.Identity)]
+    assert [f[0].in_channels for f in fuses] == [32 + 64, 16 + 32, in_shape[0] + 16]
+    z = torch.randn(3, 8)
+    with torch.no_grad():
+        full = bb.decode(z, maps)
+        assert full.shape == x.shape
+        # The maps reach the output: change one, keep z, and the reconstruction changes.
+        assert not torch.allclose(full, bb.decode(z, (maps[0], maps[1], torch.zeros_like(maps[2]))))
+        # Without maps (a prior sample) the decoder sees zeros.
+        assert torch.equal(bb.decode(z), bb.decode(z, tuple(torch.zeros_like(m) for m in maps)))
+
+
+def test_skip_taps_never_the_raw_input():
+    # All blocks strided: no encoder block outputs the full resolution, so the last stage gets no map.
+    bb = nets.build_backbone("conv", (3, 32, 32), 8, channels=[8, 16, 32], skip_connections=True)
+    _, maps = bb.encode(torch.rand(2, 3, 32, 32))
+    assert maps[-1] is None and [tuple(m.shape[1:]) for m in maps[:-1]] == [(16, 8, 8), (8, 16, 16)]
+    assert bb.decode(torch.randn(2, 8), maps).shape == (2, 3, 32, 32)
+
+
+@pytest.mark.parametrize("name,settings,field,message", [
+    ("conv", {"widths": [256]}, "widths", "widths is not a setting of backbone conv"),
+    ("mlp", {"channels": [32]}, "channels", "channels is not a setting of backbone mlp"),
+    ("resnet", {"skip_connections": True}, "skip_connections", "not a setting of backbone resnet"),
+    ("conv", {"strides": [2, 2]}, "strides", "strides needs channels"),
+    ("conv", {"channels": [8, 16], "strides": [2]}, "strides", "1 strides for 2 channels"),
+    ("conv", {"channels": [8, 16], "strides": [1, 1]}, "strides", "at least one block must have stride 2"),
+    ("conv", {"channels": [8, 16], "strides": [2, 3]}, "strides", "strides are 1 or 2"),
+])
+def test_setting_problems_name_the_field(name, settings, field, message):
+    found = nets.setting_problems(name, None, settings)
+    assert found and found[0][0] == field and message in found[0][1]
+    with pytest.raises(nets.SettingError, match=message):
+        nets.build_backbone(name, (3, 32, 32), 8, **settings)
+
+
+def test_depth_conflicts_with_explicit_layouts():
+    assert nets.setting_problems("conv", 2, {"channels": [8, 16]})[0][0] == "depth"
+    assert nets.setting_problems("mlp", 3, {"widths": [64]})[0][0] == "depth"

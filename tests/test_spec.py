@@ -269,3 +269,72 @@ def test_stage_errors_name_the_stage_and_its_line():
     with pytest.raises(SpecError) as err:
         parse_spec(STAGED, "s.yaml", stages=["nope"])
     assert str(err.value.problems[0]) == "s.yaml:5: stages: no stage 'nope' (stages: wide, bad, named)"
+
+
+# Misuse of the model and training fields of issue 13: each names its line and field.
+MISUSED = [
+    ("widths on conv", "name: s\nmodel:\n  backbone: conv\n  widths: [256, 128]\n",
+     "spec.yaml:4: model.widths: widths is not a setting of backbone conv (its settings: channels, dropout"),
+    ("channels on mlp", "name: s\nmodel:\n  backbone: mlp\n  channels: [32, 64]\n",
+     "spec.yaml:4: model.channels: channels is not a setting of backbone mlp"),
+    ("skips on resnet", "name: s\nmodel:\n  backbone: resnet\n  skip_connections: true\n",
+     "spec.yaml:4: model.skip_connections: skip_connections is not a setting of backbone resnet"),
+    ("widths on a searched conv", "name: s\nmodel:\n  backbone: {choice: [mlp, conv]}\n  widths: [64]\n",
+     "spec.yaml:4: model.widths: widths is not a setting of backbone conv"),
+    ("strides without channels", "name: s\nmodel:\n  strides: [2, 2, 2]\n",
+     "spec.yaml:3: model.strides: strides needs channels"),
+    ("strides length", "name: s\nmodel:\n  channels: [8, 16]\n  strides: [2]\n",
+     "spec.yaml:4: model.strides: 1 strides for 2 channels"),
+    ("depth with channels", "name: s\nmodel:\n  depth: 2\n  channels: [8, 16]\n",
+     "spec.yaml:3: model.depth: depth and channels are both set"),
+    ("depth with widths", "name: s\nmodel:\n  backbone: mlp\n  depth: 3\n  widths: [64]\n",
+     "spec.yaml:4: model.depth: depth and widths are both set"),
+    ("dropout range", "name: s\nmodel:\n  dropout: 1.5\n", "spec.yaml:3: model.dropout: input should be less than 1"),
+    ("unknown output activation", "name: s\nmodel:\n  output_activation: relu\n",
+     "spec.yaml:3: model.output_activation: input should be 'sigmoid' or 'tanh'"),
+    ("head without classifier", "name: s\nobjective: {variant: ae}\nmodel:\n  head_widths: [64]\n",
+     "spec.yaml:4: model.head_widths: head_widths shapes the classifier head, which variant ae does not have"),
+    ("unknown schedule", "name: s\ntrain:\n  schedule: {name: cosin}\n",
+     "spec.yaml:3: train.schedule.name: unknown lr schedule 'cosin'; known: constant, cosine, onecycle, step"),
+    ("warmup longer than epochs", "name: s\ntrain:\n  epochs: 5\n  schedule:\n    name: cosine\n"
+     "    warmup_epochs: 5\n",
+     "spec.yaml:6: train.schedule.warmup_epochs: a warm-up of 5 epoch(s) leaves none of the 5 epoch(s)"),
+    ("warmup against searched epochs", "name: s\ntrain:\n  epochs: {grid: [3, 20]}\n"
+     "  schedule: {name: cosine, warmup_epochs: 4}\n",
+     "spec.yaml:4: train.schedule.warmup_epochs: a warm-up of 4 epoch(s) leaves none of the 3"),
+    ("param of another schedule", "name: s\ntrain:\n  schedule:\n    name: cosine\n    gamma: 0.5\n",
+     "spec.yaml:5: train.schedule.gamma: gamma is not a param of schedule cosine (its params: min_lr)"),
+    ("onecycle without warm-up", "name: s\ntrain:\n  schedule: {name: onecycle}\n",
+     "spec.yaml:3: train.schedule.warmup_epochs: schedule onecycle needs warmup_epochs >= 1"),
+    ("labels on frey_face", "name: s\ndataset: {name: frey_face}\nobjective:\n  variant: classifier\n",
+     "spec.yaml:4: objective.variant: variant classifier needs labels; dataset frey_face has none"),
+    ("softmax_mae on ae", "name: s\nobjective:\n  softmax_mae_weight: 1.0\n",
+     "spec.yaml:3: objective.softmax_mae_weight: softmax_mae_weight is not a knob of variant ae"),
+]
+
+
+@pytest.mark.parametrize("text, expected", [(t, e) for _, t, e in MISUSED], ids=[m[0] for m in MISUSED])
+def test_misused_model_and_train_fields_name_line_and_field(text, expected):
+    found = problems_of(text)
+    assert any(p.startswith(expected) for p in found), f"expected {expected!r} in {found}"
+
+
+def test_new_model_and_train_fields_reach_the_trial():
+    trial = parse_spec(textwrap.dedent("""\
+        name: s
+        model: {backbone: mlp, widths: [256, 128], decoder_widths: [256], dropout: 0.2, head_widths: [64],
+                head_dropout: 0.3}
+        objective: {variant: classifier, softmax_mae_weight: 0.5}
+        train: {epochs: 20, schedule: {name: step, warmup_epochs: 2, step_epochs: 5, gamma: 0.5}}
+        """)).resolve()
+    assert trial.model.widths == [256, 128] and trial.model.head_widths == [64] and trial.model.dropout == 0.2
+    assert trial.objective.softmax_mae_weight == 0.5
+    assert trial.train.schedule.params() == {"step_epochs": 5, "gamma": 0.5}
+    assert trial.flat()["train.schedule.name"] == "step"
+
+
+def test_a_drawn_warmup_too_long_fails_on_the_concrete_trial():
+    spec = parse_spec("name: s\ntrain:\n  epochs: {grid: [3, 20]}\n  schedule: {name: cosine}\n")
+    with pytest.raises(ValidationError, match="warm-up of 5 epoch"):
+        TrialConfig.model_validate({"train": {"epochs": 3, "schedule": {"name": "cosine", "warmup_epochs": 5}}})
+    assert spec.resolve().train.epochs == 3

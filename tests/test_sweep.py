@@ -447,3 +447,18 @@ def test_a_gpu_request_on_a_local_machine_without_gpu_runs_on_the_cpu(local_ray,
     with pytest.warns(UserWarning, match="no GPU: trials run on the CPU"):
         outcome = sweep.run_sweep(load(path), storage=store.storage, tracking_uri=store.uri)
     assert outcome.counts["finished"] == 1
+
+
+def test_nsga2_searcher_pickles_for_its_checkpoint(tmp_path):
+    """Ray Tune pickles the searcher into the sweep's checkpoint (what resume restores); Optuna 5's NSGA-II sampler
+    holds a lock that plain pickling refuses."""
+    import pickle
+
+    from aesweep import sweep
+
+    spec = load(write_spec(tmp_path, "nsga", search={"algorithm": "nsga2", "num_samples": 4,
+                                                     "metrics": {"val/loss": "min", "val/mse": "min"}},
+                           model={"latent_dim": {"choice": [2, 4]}}))
+    searcher, _, _ = sweep._search(spec)
+    restored = pickle.loads(pickle.dumps(searcher))
+    assert type(restored._sampler).__name__ == "PicklableNSGAIISampler"

@@ -91,6 +91,56 @@ def test_resumed_run_equals_uninterrupted_run(shapes, tmp_path):
                 assert a[key] == b[key], key
 
 
+class Interrupted(Exception):
+    pass
+
+
+@pytest.mark.parametrize("schedule", [
+    {"name": "cosine", "warmup_epochs": 1, "min_lr": 1e-4},
+    {"name": "onecycle", "warmup_epochs": 2},
+    {"name": "step", "step_epochs": 1, "gamma": 0.5},
+])
+def test_resumed_run_equals_uninterrupted_run_under_a_schedule(schedule, shapes, tmp_path):
+    # The same trial (4 epochs under the schedule) killed after epoch 2 and resumed from that checkpoint: the
+    # resumed epochs must take the uninterrupted run's learning rates and reach its metrics exactly.
+    cfg = tiny("ae", epochs=4)
+    cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={
+        "schedule": cfg.train.schedule.model_validate(schedule)})})
+    full: list[dict] = []
+    run_trial(cfg, lambda m, e, c: full.append(m), dataset=shapes, workdir=tmp_path / "full")
+    assert len({m["lr"] for m in full}) > 1  # the schedule did change the rate
+
+    def kill_after_two(m, e, c):
+        if e == 2:
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        run_trial(cfg, kill_after_two, dataset=shapes, workdir=tmp_path / "half")
+    assert load_checkpoint(tmp_path / "half")["epoch"] == 2
+    resumed: list[dict] = []
+    run_trial(cfg, lambda m, e, c: resumed.append(m), checkpoint_dir=tmp_path / "half", dataset=shapes,
+              workdir=tmp_path / "resumed")
+    assert [m["epoch"] for m in resumed] == [3.0, 4.0]
+    for a, b in zip(full[2:], resumed, strict=True):
+        for key in a:
+            if not key.startswith("time/"):
+                assert a[key] == b[key], key
+
+
+def test_each_epoch_logs_its_lr_and_the_parameter_counts(shapes, tmp_path):
+    cfg = tiny("ae", epochs=3, lr=0.01)
+    cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={
+        "schedule": cfg.train.schedule.model_validate({"name": "constant", "warmup_epochs": 1})})})
+    epochs: list[dict] = []
+    result = run_trial(cfg, lambda m, e, c: epochs.append(m), dataset=shapes, workdir=tmp_path)
+    assert [m["lr"] for m in epochs] == pytest.approx([0.005, 0.01, 0.01])
+    model, _ = build(cfg, shapes)
+    counts = model.parameter_counts()
+    assert counts["model/params"] == sum(p.numel() for p in model.parameters())
+    for m in (*epochs, result.metrics):
+        assert {k: m[k] for k in counts} == counts
+
+
 def test_checkpoint_holds_tensors_and_states_only(shapes, tmp_path):
     run_trial(tiny("ae", epochs=1), dataset=shapes, workdir=tmp_path)
     state = torch.load(tmp_path / CHECKPOINT_FILE, weights_only=True)  # raises on anything but plain data

@@ -59,6 +59,11 @@ class _Baseline(nn.Module):
         z = self.encode(x).z
         return AEOutput(x_hat=self.decode(z), z=z, feature=z)
 
+    def parameter_counts(self) -> dict[str, float]:
+        """``model/params`` as an AutoEncoder logs them: the fitted numbers (PCA: mean and components)."""
+        total = float(sum(p.numel() for p in self.parameters() if p.dim() > 0))
+        return {"model/params": total, "model/params/encoder": total, "model/params/decoder": total}
+
     def embed(self, x: Tensor, with_logvar: bool = False, with_feature: bool = False) -> Tensor:
         """The code probes read, ``(B, latent_dim)``; ``with_feature`` is ignored (the code is the feature), and
         ``with_logvar`` too: a baseline has no log-variance (an eval section shared with VAEs may ask)."""
@@ -159,7 +164,7 @@ def run_baseline(cfg: TrialConfig, model: nn.Module, dataset: datamod.Dataset, r
     started = time.perf_counter()
     model.to(device)
     model.fit(dataset.train)
-    out: dict[str, float] = {"epoch": 1.0, "time/fit_s": time.perf_counter() - started}
+    out: dict[str, float] = {"epoch": 1.0, "time/fit_s": time.perf_counter() - started, **model.parameter_counts()}
     o = cfg.objective
     # The loss of a baseline is the trial's reconstruction term (objective.recon) on its reconstructions, so that
     # val/loss ranks it against the trained models of a BCE or MAE sweep too.

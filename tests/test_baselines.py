@@ -53,6 +53,8 @@ def test_pca_test_mse_equals_scikit_learn_pca_on_the_same_split(latent, shapes, 
     val = _pixels(shapes.val)
     val_recon = np.clip(sk.inverse_transform(sk.transform(val)), 0, 1)
     assert result.metrics["val/loss"] == pytest.approx(((val_recon - val) ** 2).mean(), rel=1e-4)
+    # Parameter counts as the trained rows log them: mean (784) + components (784 x latent) + their variances.
+    assert result.metrics["model/params"] == 784 + 784 * latent + latent
     for key in ("test/psnr", "test/ssim", "probe/logreg/acc", "cluster/kmeans/nmi", "time/fit_s"):
         assert np.isfinite(result.metrics[key]), key
     # More components reconstruct better: the baseline is the subspace, not a fixed projection.

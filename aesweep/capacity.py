@@ -74,7 +74,8 @@ def estimate(trial: Any, batch_size: int | None = None) -> Estimate | None:
         return None
     o = trial.objective
     objective = variants.compose(o.variant, {k: getattr(o, k) for k in variants.KNOBS}, o.recon_weight,
-                                 elements_per_image=math.prod(shape))
+                                 elements_per_image=math.prod(shape), kl_scale=o.kl_scale,
+                                 latent_dim=trial.model.latent_dim)
     try:
         with torch.device("meta"):
             model = AutoEncoder.from_config(trial.model, objective, shape, 10)

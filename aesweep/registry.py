@@ -24,6 +24,7 @@ REGISTERING_MODULES = (
     "aesweep.probes",
     "aesweep.figures",
     "aesweep.schedules",
+    "aesweep.baselines",
 )
 
 

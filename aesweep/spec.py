@@ -150,6 +150,10 @@ class ObjectiveConfig(Strict):
     recon: Literal["mse", "bce", "mae", "mse+mae"] = "mse"
     mae_weight: NonNegFloat = 1.0  # weight of the MAE part of mse+mae
     recon_weight: NonNegFloat | None = None  # None: 1 if the variant reconstructs, else 0
+    # How beta (the KL weight) is normalised against the per-pixel-mean reconstruction (variants.kl_divisor):
+    # elbo = beta / (C*H*W), the per-image ELBO (MSE: Gaussian decoder of variance 1/2); latent_mean = beta /
+    # latent_dim, mean over latent dims (study 000); unscaled = beta. docs/studies.md gives the evidence.
+    kl_scale: Literal["elbo", "latent_mean", "unscaled"] = "elbo"
     # Variant knobs (see variants.PRESETS for who owns which). None = not used by this trial's variant.
     sparsity: NonNegFloat | None = None
     noise_sigma: NonNegFloat | None = None

@@ -28,6 +28,7 @@ from torch import Tensor
 
 from aesweep import data as datamod
 from aesweep import schedules, variants
+from aesweep.baselines import BASELINES, run_baseline
 from aesweep.evaluate import evaluate, online_probe_metrics
 from aesweep.losses import Batch, objective_loss
 from aesweep.metrics import MetricAccumulator, configured
@@ -81,7 +82,10 @@ def build(cfg: TrialConfig, dataset: datamod.Dataset) -> tuple[AutoEncoder, vari
     o = cfg.objective
     in_shape = (dataset.channels, *dataset.image_size)
     objective = variants.compose(o.variant, {k: getattr(o, k) for k in variants.KNOBS}, o.recon_weight,
-                                 elements_per_image=math.prod(in_shape))
+                                 elements_per_image=math.prod(in_shape), kl_scale=o.kl_scale,
+                                 latent_dim=cfg.model.latent_dim)
+    if objective.fit:  # a baseline (pca, raw_pixels): fitted by run_trial, not trained
+        return BASELINES.get(objective.fit)(cfg, in_shape), objective
     model = AutoEncoder.from_config(cfg.model, objective, in_shape, dataset.num_classes)
     return model, objective
 
@@ -300,6 +304,12 @@ def run_trial(
     started = time.perf_counter()
     dataset = (dataset or datamod.load_dataset(cfg.dataset)).to(device)
     model, objective = build(cfg, dataset)
+    if objective.fit:  # a baseline fits on the train split and is measured as a trained model would be
+        import tempfile
+
+        where = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="aesweep-trial-"))
+        metrics, files = run_baseline(cfg, model, dataset, report, where, device)
+        return TrialResult("finished", 1, metrics, [metrics], artifacts=files)
     loop = make_loop(cfg, model, objective, dataset.flip_ok, device)
     optimizer, stepper = loop.optimizer, loop.stepper
     generator = torch.Generator(device=device).manual_seed(cfg.train.seed)

@@ -43,6 +43,7 @@ class VariantPreset:
     two_views: bool = False  # the batch is two augmented views of each image
     heads: frozenset[Head] = frozenset()
     needs_labels: bool = False
+    fit: str | None = None  # a baseline (baselines.BASELINES) fitted instead of trained; composes with nothing
 
 
 PRESETS = [
@@ -75,6 +76,10 @@ PRESETS = [
         terms={"cross_entropy": 1.0, "softmax_mae": "softmax_mae_weight"}, knobs={"softmax_mae_weight": 0.0},
         reconstructs=False, heads=frozenset({"classifier"}), needs_labels=True,
     ),
+    # Baselines: fitted on the train split instead of trained (baselines.py), measured like every trial.
+    VariantPreset("pca", "baseline: PCA with latent_dim components, fitted (not trained)", fit="pca"),
+    VariantPreset("raw_pixels", "baseline: the raw pixels as the code (probes, clustering; no reconstruction)",
+                  reconstructs=False, fit="raw_pixels"),
 ]
 for _preset in PRESETS:
     VARIANTS.add(_preset.name, _preset, _preset.doc)
@@ -85,7 +90,11 @@ def parts(variant: str) -> list[VariantPreset]:
     names = [p.strip() for p in variant.split("+")]
     if not all(names):
         raise UnknownNameError(f"malformed variant {variant!r}; compose known variants with '+'")
-    return [VARIANTS.get(n) for n in names]
+    presets = [VARIANTS.get(n) for n in names]
+    if len(presets) > 1 and (fitted := [p.name for p in presets if p.fit]):
+        raise UnknownNameError(f"variant {variant!r}: {fitted[0]} is a baseline (fitted, not trained) and does not "
+                               f"compose with '+'")
+    return presets
 
 
 def knobs_of(variant: str) -> dict[str, Any]:
@@ -113,21 +122,48 @@ class Objective:
     heads: frozenset[Head]
     needs_labels: bool
     knobs: dict[str, Any]
+    fit: str | None = None  # the baseline fitted instead of training (baselines.BASELINES), else None
 
 
 # Terms that are sums over latent dimensions per image (nats for KL), weighed against a reconstruction that is a
-# mean over pixels. With ``elements_per_image`` given, their weight is divided by C*H*W so that beta keeps its
-# textbook meaning: beta = 1 is the standard VAE (per-image reconstruction sum + KL), whatever the image size.
+# mean over pixels. ``kl_scale`` names how their weight beta is normalised (spec.ObjectiveConfig.kl_scale):
+#   elbo         beta / (C*H*W): loss * C*H*W = sum over pixels of the reconstruction + beta * KL, the textbook
+#                (beta-)ELBO at any image size; with MSE it is a Gaussian decoder of variance 1/2 (a decoder of
+#                variance s^2 is beta = 2 s^2). The default, and study 003's scaling.
+#   latent_mean  beta / latent_dim: mean over pixels of the reconstruction + beta * mean over latent dims of the
+#                KL (``torch.mean`` / Keras ``K.mean`` over every KL element): study 000's scaling (docs/studies.md).
+#                The KL's pull weakens as the code grows.
+#   unscaled     beta: mean over pixels of the reconstruction + beta * KL summed over latent dims
+#                (``F.mse_loss`` left at its mean + a summed KL): beta * C*H*W in ELBO units.
 PER_IMAGE_TERMS = frozenset({"kl"})
+KL_SCALES = ("elbo", "latent_mean", "unscaled")
+
+
+def kl_divisor(kl_scale: str, elements_per_image: int | None, latent_dim: int | None) -> float:
+    """What the weight of a PER_IMAGE_TERMS term is divided by under ``kl_scale`` (see above).
+
+    elbo needs ``elements_per_image`` (without it, 1: weights as given); latent_mean needs ``latent_dim``.
+    """
+    if kl_scale == "elbo":
+        return float(elements_per_image or 1)
+    if kl_scale == "latent_mean":
+        if not latent_dim:
+            raise ValueError("kl_scale latent_mean needs the latent size")
+        return float(latent_dim)
+    if kl_scale == "unscaled":
+        return 1.0
+    raise ValueError(f"unknown kl_scale {kl_scale!r}; known: {', '.join(KL_SCALES)}")
 
 
 def compose(variant: str, knob_values: dict[str, Any], recon_weight: float | None = None,
-            elements_per_image: int | None = None) -> Objective:
+            elements_per_image: int | None = None, *, kl_scale: str = "elbo",
+            latent_dim: int | None = None) -> Objective:
     """Resolve a variant name and its knob values into weighted terms.
 
     knob_values: values for the variant's knobs; a missing or None one takes the preset default.
-    elements_per_image: C*H*W of the images; rescales the weights of PER_IMAGE_TERMS (see above). Without it
-      weights are taken as given (relative to the per-element reconstruction).
+    elements_per_image: C*H*W of the images; with ``kl_scale`` "elbo" (default) the weights of PER_IMAGE_TERMS
+      are divided by it (see above). Without it weights are taken as given (relative to the per-element
+      reconstruction). latent_dim: the code size, which ``kl_scale`` "latent_mean" divides by.
     """
     presets = parts(variant)
     knobs = {k: (knob_values.get(k) if knob_values.get(k) is not None else d) for k, d in knobs_of(variant).items()}
@@ -136,8 +172,8 @@ def compose(variant: str, knob_values: dict[str, Any], recon_weight: float | Non
     for preset in presets:
         for term, w in preset.terms.items():
             terms[term] = float(knobs[w]) if isinstance(w, str) else float(w)
-            if term in PER_IMAGE_TERMS and elements_per_image:
-                terms[term] /= elements_per_image
+            if term in PER_IMAGE_TERMS:
+                terms[term] /= kl_divisor(kl_scale, elements_per_image, latent_dim)
     return Objective(
         variant=variant,
         terms=terms,
@@ -147,4 +183,5 @@ def compose(variant: str, knob_values: dict[str, Any], recon_weight: float | Non
         heads=frozenset().union(*(p.heads for p in presets)),
         needs_labels=any(p.needs_labels for p in presets),
         knobs=knobs,
+        fit=presets[0].fit,
     )

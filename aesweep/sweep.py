@@ -68,6 +68,9 @@ def smoke_overrides(spec: SweepSpec) -> list[str]:
         out.append("search.scheduler.grace_period=1")  # one epoch: a longer grace period cannot fit
     out.append(f"search.num_samples={min(spec.search.num_samples, 2)}")
     out.append("search.seeds=1")
+    warmup = getattr(getattr(spec.train, "schedule", None), "warmup_epochs", 0)
+    if not isinstance(warmup, int) or warmup > 0:  # a warm-up must be shorter than the one smoke epoch
+        out.append("train.schedule.warmup_epochs=0")
     return out
 
 

@@ -39,18 +39,13 @@ _MIN_BN_BATCH = 2
 
 
 def build_mlp(d_in: int, num_classes: int, widths: Sequence[int] = (64,), dropout: float = 0.2,
-              batchnorm: bool = False) -> nn.Sequential:
-    """The classifier: hidden blocks Linear -> (BatchNorm1d) -> ReLU -> Dropout, then a Linear to the logits."""
-    layers: list[nn.Module] = []
-    width = d_in
-    for w in widths:
-        layers.append(nn.Linear(width, w))
-        if batchnorm:
-            layers.append(nn.BatchNorm1d(w))
-        layers += [nn.ReLU(), nn.Dropout(dropout)]
-        width = w
-    layers.append(nn.Linear(width, num_classes))
-    return nn.Sequential(*layers)
+              batchnorm: bool = False) -> nn.Module:
+    """The classifier: hidden blocks Linear -> (BatchNorm1d) -> ReLU -> Dropout, then a Linear to the logits; the
+    same construction as a classification-guided model's head (``model.classifier_head``), so the frozen-encoder
+    probe and the end-to-end head of the paradigms studies are one architecture."""
+    from aesweep.model import classifier_head
+
+    return classifier_head(d_in, num_classes, widths, dropout, batchnorm)
 
 
 def validation_slice(y: np.ndarray, fraction: float, seed: int) -> np.ndarray:

@@ -181,6 +181,10 @@ class MOASHAScheduler(FIFOScheduler):
         pass
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
+        if trial.trial_id in self._stopped:
+            # Stopped at a rung, yet reporting: the driver died after the decision and before Tune ended the
+            # trial, and the resumed sweep restarted it from its checkpoint. The decision stands.
+            return TrialScheduler.STOP
         vector = self._vector(result)
         if vector is None:
             return TrialScheduler.CONTINUE

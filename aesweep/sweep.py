@@ -18,6 +18,7 @@ import math
 import os
 import random
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -498,6 +499,8 @@ def resume_sweep(name_or_path: str, *, storage: str | None = None, address: str 
     from ray import tune
 
     state = SweepState.load(name_or_path, storage)
+    for line in set_aside_torn_state(state.experiment_path):
+        print(f"aesweep: {line}", file=sys.stderr)
     _init_ray(address)
     tracking.client(state.uri).update_run(state.parent_run_id, status="RUNNING")
     spec = state.spec
@@ -512,6 +515,45 @@ def resume_sweep(name_or_path: str, *, storage: str | None = None, address: str 
     scheduler = tuner._local_tuner._tune_config.scheduler
     tuner._local_tuner._run_config.callbacks = [_Driver(state, progress, scheduler, _expected_trials(spec))]
     return _fit(tuner, state)
+
+
+# Tune writes its driver state (trials, callbacks with the scheduler's rungs, searcher) atomically in a staging
+# directory, then copies it into the storage path; a driver killed during that copy leaves a file cut short there,
+# and Tuner.restore, which reads the newest of each kind, would fail on it (an EOFError from a callback-states
+# pickle, seen once in four kills in the test suite).
+# (Tune pickles the searchers' states, whatever their file names say.)
+_TUNE_STATE_FILES = {"experiment_state-*.json": "json", "callback-states-*.pkl": "pickle",
+                     "searcher-state-*.pkl": "pickle", "search_gen_state-*.json": "pickle",
+                     "basic-variant-state-*.json": "pickle"}
+
+
+def set_aside_torn_state(experiment_path: str | Path) -> list[str]:
+    """Move Tune driver-state files that do not load (cut short by a crash) into ``torn/`` beside them, so
+    that a resume reads the newest intact ones. Returns one line per file moved, saying what it costs. Remote
+    storage (a URI) is left to Tune."""
+    import ray.cloudpickle as pickle
+
+    root = Path(str(experiment_path))
+    if "://" in str(experiment_path) or not root.is_dir():
+        return []
+    lines = []
+    for pattern, kind in _TUNE_STATE_FILES.items():
+        for path in sorted(root.glob(pattern)):
+            try:
+                if kind == "json":
+                    json.loads(path.read_text())
+                else:
+                    pickle.loads(path.read_bytes())
+            except Exception as err:  # torn: truncated JSON or pickle, whatever the exception type
+                (root / "torn").mkdir(exist_ok=True)
+                path.replace(root / "torn" / path.name)
+                left = [p.name for p in root.glob(pattern)]
+                cost = (f"the resume uses {max(left)}" if left else
+                        "no intact copy is left: " + ("the scheduler starts with empty rungs"
+                                                      if "callback" in pattern else "Tune starts that part afresh"))
+                lines.append(f"{path.name} was cut short by the crash ({type(err).__name__}); set aside in "
+                             f"{root / 'torn'}; {cost}")
+    return lines
 
 
 def _fit(tuner: Any, state: SweepState) -> Outcome:

@@ -17,7 +17,7 @@ import pytest
 import yaml
 from ray.tune.schedulers import TrialScheduler
 
-from aesweep import moasha, sweep
+from aesweep import moasha, sweep, tracking
 from aesweep.liveview import render_line
 from aesweep.moasha import MOASHAScheduler
 from aesweep.spec import SpecError, load_spec, parse_spec, scheduler_metrics
@@ -61,6 +61,18 @@ def test_a_dominated_trial_is_stopped_and_a_dominating_one_promoted():
     assert s.stopped_at("c") is None  # reaching max_t is not being pruned
     rungs = dict(s.rungs())
     assert sorted(rungs) == [1, 2, 4] and sorted(rungs[1]) == ["a", "b", "c"] and sorted(rungs[2]) == ["a", "c"]
+
+
+def test_a_stopped_trial_that_reports_again_is_stopped_again():
+    # A driver killed between the decision and the trial's end: the resumed sweep restarts the trial from its
+    # checkpoint, and its next result (past the rung, so never ranked there again) must not let it run on.
+    s = MOASHAScheduler(TWO, max_t=8, grace_period=1, reduction_factor=2)
+    s.on_trial_result(None, trial("a"), result(1, 0.10, 0.80))
+    assert s.on_trial_result(None, trial("b"), result(1, 0.20, 0.70)) == STOP
+    restored = MOASHAScheduler(TWO, max_t=8, grace_period=1, reduction_factor=2)
+    restored.set_state(s.get_state())
+    assert restored.on_trial_result(None, trial("b"), result(2, 0.01, 0.99)) == STOP
+    assert restored.on_trial_result(None, trial("a"), result(2, 0.09, 0.81)) == CONTINUE
 
 
 def test_a_pareto_optimal_trial_survives_where_a_single_metric_would_stop_it():
@@ -276,12 +288,25 @@ def test_moasha_sweep_prunes_at_rungs_and_promotes_the_pareto_optimal(local_ray,
     assert "best test/mse" in lines[-1]
 
 
+def _saved_rungs(experiment_path: Path) -> dict[float, dict[str, list[float]]]:
+    """The MO-ASHA rungs in the newest callback state Tune wrote for the sweep: milestone -> {trial id: vector}."""
+    import ray.cloudpickle as pickle
+
+    newest = max(experiment_path.glob("callback-states-*.pkl"))  # the one Tune restores: newest by name
+    states = [s for s in pickle.loads(newest.read_bytes()).values() if s and s.get("scheduler")]
+    assert len(states) == 1, states
+    return {r["milestone"]: r["recorded"] for r in states[0]["scheduler"]["state"]["rungs"]}
+
+
 @pytest.mark.slow
 def test_driver_killed_then_resumed_keeps_the_rungs(store, tmp_path):
-    # rf 4 and at most 4 trials at a rung: only its leader goes on (position < n / 4). The good trial runs first and leads rung 1; the driver is killed
-    # once it has finished, before the three hopeless trials have reached that rung. They reach it after the
-    # resume: if the rungs had been lost, the first of them to arrive would lead an empty rung and go on to the
-    # end; with the rungs restored, each is stopped there.
+    # rf 4 and at most 4 trials at a rung: only its leader goes on (position < n / 4). Trials run one at a time,
+    # the good one first: it leads rung 1 (epoch 1). The driver is killed once that trial has FINISHED, so it
+    # never reports epoch 1 again. Restored, rung 1 keeps its epoch-1 vector and ends holding all four trials;
+    # lost, it would hold the good trial not at all (Tune had it TERMINATED) or with its epoch-3 vector (Tune
+    # reran its last report), and a hopeless trial arriving first after the resume would lead an empty rung.
+    # The check is on the rungs Tune saved, not on which hopeless trials reached rung 1 before the kill: that is
+    # a race (on a fast machine all three did).
     name = "moresume"
     lrs = [3.0e-3, 1.0e-6, 2.0e-6, 3.0e-6]
     path = _mo_spec(tmp_path, name, train={"epochs": 3, "lr": {"grid": lrs}},
@@ -297,22 +322,34 @@ def test_driver_killed_then_resumed_keeps_the_rungs(store, tmp_path):
     finally:
         kill_group(proc)
     before = {float(c.data.params["train.lr"]): c for c in store.all_children(name)}
-    assert before[3.0e-3].info.status == "FINISHED"
-    reached = [lr for lr, c in before.items() if lr != 3.0e-3 and c.data.metrics.get("epoch", 0) >= 1]
-    assert len(reached) < 3, "the driver was killed too late for the test to mean anything"
-
+    good = before[3.0e-3]
+    assert good.info.status == "FINISHED"
+    good_trial = good.data.tags[tracking.TRIAL_TAG]
     state_path = Path(store.storage) / name
+    rung_before = _saved_rungs(state_path)[1]
+    assert good_trial in rung_before  # its epoch-1 checkpoint forced a snapshot, rungs included
+    # A newer callback state cut short, as a driver killed while Tune copied it into the storage leaves it: the
+    # resume sets it aside, says so, and restores from the intact one.
+    intact = max(state_path.glob("callback-states-*.pkl")).read_bytes()
+    (state_path / "callback-states-9999-12-31_23-59-59.pkl").write_bytes(intact[: len(intact) // 2])
+
     resumed = cli("resume", str(state_path))
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "callback-states-9999-12-31_23-59-59.pkl was cut short by the crash" in resumed.stderr
+    assert (state_path / "torn" / "callback-states-9999-12-31_23-59-59.pkl").exists()
     after = {float(c.data.params["train.lr"]): c for c in store.all_children(name)}
     assert sorted(after) == sorted(lrs)  # one child run per trial
-    assert after[3.0e-3].info.run_id == before[3.0e-3].info.run_id
+    assert after[3.0e-3].info.run_id == good.info.run_id
     assert after[3.0e-3].info.status == "FINISHED"
+    rung_after = _saved_rungs(state_path)[1]
+    assert rung_after[good_trial] == rung_before[good_trial]  # carried over, not re-recorded
+    assert {c.data.tags[tracking.TRIAL_TAG] for c in after.values()} == set(rung_after)
     for lr in lrs[1:]:
         child = after[lr]
         assert child.info.status == "KILLED" and child.data.tags.get("aesweep.pruned") == "true", (lr, child.info)
-        assert child.data.tags[sweep.RUNG_TAG] == "1"
-        assert store.steps(child.info.run_id, "val/mse") == [1]
+        if lr not in before:  # started after the resume: ranked against the restored rung, stopped there
+            assert child.data.tags[sweep.RUNG_TAG] == "1"
+            assert store.steps(child.info.run_id, "val/mse") == [1]
     trials = tune_trials(state_path)
     # Tune knows every trial once. Their statuses are asserted above, from MLflow, the record: Tune's on-disk
     # experiment state once (1 run in 3) still held a pruned trial's older status after the resumed driver exited.

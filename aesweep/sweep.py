@@ -521,38 +521,46 @@ def resume_sweep(name_or_path: str, *, storage: str | None = None, address: str 
 # directory, then copies it into the storage path; a driver killed during that copy leaves a file cut short there,
 # and Tuner.restore, which reads the newest of each kind, would fail on it (an EOFError from a callback-states
 # pickle, seen once in four kills in the test suite).
-# (Tune pickles the searchers' states, whatever their file names say.)
-_TUNE_STATE_FILES = {"experiment_state-*.json": "json", "callback-states-*.pkl": "pickle",
-                     "searcher-state-*.pkl": "pickle", "search_gen_state-*.json": "pickle",
-                     "basic-variant-state-*.json": "pickle"}
+# Pattern -> (how Tune wrote it, what a resume loses when no intact copy is left). Tune pickles the searchers'
+# states, whatever their file names say.
+_TUNE_STATE_FILES = {
+    "experiment_state-*.json": ("json", "Tune has no record of the trials to resume from"),
+    "callback-states-*.pkl": ("pickle", "the scheduler starts with empty rungs"),
+    "searcher-state-*.pkl": ("pickle", "Tune starts that part afresh"),
+    "search_gen_state-*.json": ("pickle", "Tune starts that part afresh"),
+    "basic-variant-state-*.json": ("pickle", "Tune starts that part afresh"),
+}
+
+
+def _load_error(path: Path, kind: str) -> Exception | None:
+    import ray.cloudpickle as pickle
+
+    try:
+        json.loads(path.read_text()) if kind == "json" else pickle.loads(path.read_bytes())
+    except Exception as err:  # torn: truncated JSON or pickle, whatever the exception type
+        return err
+    return None
 
 
 def set_aside_torn_state(experiment_path: str | Path) -> list[str]:
     """Move Tune driver-state files that do not load (cut short by a crash) into ``torn/`` beside them, so
     that a resume reads the newest intact ones. Returns one line per file moved, saying what it costs. Remote
     storage (a URI) is left to Tune."""
-    import ray.cloudpickle as pickle
-
     root = Path(str(experiment_path))
     if "://" in str(experiment_path) or not root.is_dir():
         return []
     lines = []
-    for pattern, kind in _TUNE_STATE_FILES.items():
-        for path in sorted(root.glob(pattern)):
-            try:
-                if kind == "json":
-                    json.loads(path.read_text())
-                else:
-                    pickle.loads(path.read_bytes())
-            except Exception as err:  # torn: truncated JSON or pickle, whatever the exception type
-                (root / "torn").mkdir(exist_ok=True)
-                path.replace(root / "torn" / path.name)
-                left = [p.name for p in root.glob(pattern)]
-                cost = (f"the resume uses {max(left)}" if left else
-                        "no intact copy is left: " + ("the scheduler starts with empty rungs"
-                                                      if "callback" in pattern else "Tune starts that part afresh"))
-                lines.append(f"{path.name} was cut short by the crash ({type(err).__name__}); set aside in "
-                             f"{root / 'torn'}; {cost}")
+    for pattern, (kind, lost) in _TUNE_STATE_FILES.items():
+        paths = sorted(root.glob(pattern))
+        torn = {path: err for path in paths if (err := _load_error(path, kind)) is not None}
+        intact = [path.name for path in paths if path not in torn]
+        # Tune restores the greatest name of each kind.
+        cost = f"the resume uses {max(intact)}" if intact else f"no intact copy is left: {lost}"
+        for path, err in torn.items():
+            (root / "torn").mkdir(exist_ok=True)
+            path.replace(root / "torn" / path.name)
+            lines.append(f"{path.name} was cut short by the crash ({type(err).__name__}); set aside in "
+                         f"{root / 'torn'}; {cost}")
     return lines
 
 

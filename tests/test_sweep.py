@@ -471,14 +471,17 @@ def test_torn_tune_state_is_set_aside_and_the_newest_intact_one_kept(tmp_path):
     old_cb, new_cb = "callback-states-2026-12-01_10-00-00.pkl", "callback-states-2026-12-02_10-00-00.pkl"
     (tmp_path / old_cb).write_bytes(pickle.dumps({0: {"scheduler": None}}))
     (tmp_path / new_cb).write_bytes(pickle.dumps({0: {"scheduler": {"kind": "x"}}})[:7])
+    newer_cb = "callback-states-2026-12-03_10-00-00.pkl"  # torn too: no line may name it as the one used
+    (tmp_path / newer_cb).write_bytes(b"\x80")
     (tmp_path / "experiment_state-2026-12-02_10-00-00.json").write_text(json.dumps({"trial_data": []}))
     (tmp_path / "searcher-state-2026-12-02_10-00-00.pkl").write_bytes(b"")  # cut before any byte landed
     lines = sweep.set_aside_torn_state(tmp_path)
     assert sorted(p.name for p in (tmp_path / "torn").iterdir()) == sorted(
-        [new_cb, "searcher-state-2026-12-02_10-00-00.pkl"])
+        [new_cb, newer_cb, "searcher-state-2026-12-02_10-00-00.pkl"])
     assert (tmp_path / old_cb).exists() and (tmp_path / "experiment_state-2026-12-02_10-00-00.json").exists()
-    assert len(lines) == 2
+    assert len(lines) == 3
     assert lines[0].startswith(f"{new_cb} was cut short by the crash") and lines[0].endswith(f"the resume uses {old_cb}")
-    assert lines[1].endswith("no intact copy is left: Tune starts that part afresh")
+    assert lines[1].startswith(f"{newer_cb} was cut short") and lines[1].endswith(f"the resume uses {old_cb}")
+    assert lines[2].endswith("no intact copy is left: Tune starts that part afresh")
     assert sweep.set_aside_torn_state(tmp_path) == []  # nothing torn is left
     assert sweep.set_aside_torn_state("s3://bucket/sweep") == []

@@ -170,6 +170,10 @@ def _finite_only(metrics: dict[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items() if isinstance(v, int | float) and math.isfinite(v)}
 
 
+def _run_name(cfg: TrialConfig, trial_id: str) -> str:
+    return f"{cfg.objective.variant}-z{cfg.model.latent_dim}-{trial_id.split('_')[-1]}"
+
+
 def trainable(config: dict[str, Any]) -> None:
     """Ray Tune function trainable: one trial, its MLflow child run, a checkpoint per epoch."""
     import ray
@@ -185,7 +189,7 @@ def trainable(config: dict[str, Any]) -> None:
     context = tune.get_context()
     trial_id = context.get_trial_id()
     node = ray.get_runtime_context().get_node_id()
-    run_name = f"{cfg.objective.variant}-z{cfg.model.latent_dim}-{trial_id.split('_')[-1]}"
+    run_name = _run_name(cfg, trial_id)
     checkpoint = tune.get_checkpoint()
     resume_dir = checkpoint.to_directory() if checkpoint is not None else None
     # Where this attempt runs (a retry after a worker or node died gets new values): node, process, and the
@@ -564,7 +568,37 @@ def set_aside_torn_state(experiment_path: str | Path) -> list[str]:
     return lines
 
 
+def _survive_memory_monitor_kills() -> None:
+    """Make a trial killed by Ray's memory monitor a failed trial, not the end of the sweep.
+
+    When a node runs low on memory, Ray's memory monitor kills a worker, and the trial's pending call fails with
+    ``ray.exceptions.OutOfMemoryError``. Tune's actor manager (Ray 2.60) expects only ``RayActorError`` or
+    ``RayTaskError`` there and re-raises anything else as ``RuntimeError("Caught unexpected exception")`` out of
+    ``Tuner.fit``: one trial's memory ended every trial of the sweep (seen here: a neighbour process took the
+    machine's memory and a 3-trial sweep exited after its first trial). The actor is dead, so it is handed on as
+    what it is, a ``RayActorError``: Tune then retries the trial from its checkpoint (``search.max_failures``)
+    and records it as failed, with the monitor's message as the reason, when the retries are spent.
+    """
+    try:
+        from ray.air.execution._internal.actor_manager import RayActorManager
+        from ray.exceptions import OutOfMemoryError, RayActorError
+    except ImportError:  # a Ray without that module: its own handling stands
+        return
+    original = RayActorManager._actor_task_failed
+    if getattr(original, "aesweep_memory_kills", False):
+        return
+
+    def actor_task_failed(self: Any, tracked_actor_task: Any, exception: Exception) -> None:
+        if isinstance(exception, OutOfMemoryError) and not isinstance(exception, RayActorError):
+            exception = RayActorError(error_msg=str(exception))  # _error_text makes it one line
+        original(self, tracked_actor_task, exception)
+
+    actor_task_failed.aesweep_memory_kills = True  # type: ignore[attr-defined]
+    RayActorManager._actor_task_failed = actor_task_failed
+
+
 def _fit(tuner: Any, state: SweepState) -> Outcome:
+    _survive_memory_monitor_kills()
     interrupted = False
     with _SigintWatch() as sigint:
         try:
@@ -674,18 +708,30 @@ def _make_driver_class() -> type:
 
         def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             reason = _error_text(trial)
-            self._close(trial.trial_id, "FAILED", reason)
+            if not self._close(trial.trial_id, "FAILED", reason):
+                # Its process died before it opened its run (killed while starting, e.g. by Ray's memory
+                # monitor): the run is made here, with the trial's parameters and the reason, so that every
+                # trial Tune ran has exactly one run.
+                cfg = trial_config(trial.config)
+                run = tracking.TrialRun(self.state.uri, self.state.parent_run_id, trial.trial_id,
+                                        _run_name(cfg, trial.trial_id), tags={})
+                run.log_params(cfg.flat())
+                run.end("FAILED", reason)
             self._update(trials)
 
         def _close(self, trial_id: str, status: str, reason: str | None, pruned: bool = False,
-                   rung: float | None = None) -> None:
+                   rung: float | None = None) -> bool:
+            """Set the status of the trial's RUNNING run; whether the trial has a run at all."""
+            found = False
             for run in tracking.children(self.state.uri, self.state.parent_run_id):
+                found = found or run.data.tags.get(tracking.TRIAL_TAG) == trial_id
                 if run.data.tags.get(tracking.TRIAL_TAG) == trial_id and run.info.status == "RUNNING":
                     if pruned:
                         tracking.client(self.state.uri).set_tag(run.info.run_id, tracking.PRUNED_TAG, "true")
                         if rung is not None:
                             tracking.client(self.state.uri).set_tag(run.info.run_id, RUNG_TAG, str(int(rung)))
                     tracking.set_status(self.state.uri, run.info.run_id, status, reason)
+            return found
 
     return Driver
 
@@ -704,14 +750,19 @@ def _expected_trials(spec: SweepSpec, max_points: int | None = None) -> int:
 
 
 def _error_text(trial: Any) -> str:
-    for attr in ("error_msg",):
-        text = getattr(trial, attr, None)
-        if text:
-            return str(text).strip().splitlines()[-1][:2000]
+    """One line for why Tune gave up on a trial: the exception's line of a traceback (the last one), or, for a
+    worker killed by Ray's memory monitor (a page of object-store statistics after the reason), the reason."""
+    text = getattr(trial, "error_msg", None)
     path = getattr(trial, "error_file", None)
-    if path and os.path.exists(path):
-        return Path(path).read_text().strip().splitlines()[-1][:2000]
-    return "the trial raised an error (see Ray Tune's error.txt in the trial directory)"
+    if not text and path and os.path.exists(path):
+        text = Path(path).read_text()
+    lines = [line.strip() for line in str(text or "").strip().splitlines() if line.strip()]
+    if not lines:
+        return "the trial raised an error (see Ray Tune's error.txt in the trial directory)"
+    low = [line for line in lines if "running low on memory" in line]
+    if low:
+        return f"killed by Ray's memory monitor: {low[0][:2000]}"
+    return lines[-1][:2000]
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -265,6 +265,30 @@ def test_trial_that_raises_is_failed_with_the_exception_and_the_sweep_goes_on(lo
     assert tune_trial.status == "TERMINATED" and tune_trial.num_failures == 0  # ran once, not retried
 
 
+def _memory_in_use() -> float:
+    """The fraction of this machine's memory in use, as Ray's memory monitor computes it without a cgroup."""
+    lines = Path("/proc/meminfo").read_text().splitlines()
+    info = {line.split(":")[0]: int(line.split()[1]) for line in lines}
+    return 1 - info["MemAvailable"] / info["MemTotal"]
+
+
+def test_trial_killed_by_rays_memory_monitor_is_failed_and_the_sweep_goes_on(store, tmp_path):
+    # The monitor's threshold below what the machine already uses: it kills the trial's worker as soon as it
+    # runs, every time (Ray 2.60's Tune used to end the whole sweep with "Caught unexpected exception" here).
+    threshold = max(0.01, round(_memory_in_use() - 0.01, 3))
+    path = write_spec(tmp_path, "memkill", train={"epochs": 200}, search={"max_failures": 1},
+                      eval={"metrics": ["mse"], "probes": [], "figures": []})
+    result = cli("run", str(path), "--storage", store.storage, "--tracking-uri", store.uri, timeout=400,
+                 env={"RAY_memory_usage_threshold": str(threshold), "RAY_memory_monitor_refresh_ms": "100"})
+    output = result.stdout + result.stderr
+    assert result.returncode == 0 and "Caught unexpected exception" not in output, output
+    (run,) = store.children(store.parent("memkill").info.run_id)
+    assert run.info.status == "FAILED", output
+    assert "memory monitor" in run.data.tags["aesweep.failure"], run.data.tags
+    (trial,) = tune_trials(sweep.SweepState.load("memkill", store.storage).experiment_path).values()
+    assert trial.status == "ERROR" and trial.run_metadata.num_failures == 2  # tried, retried once, then failed
+
+
 # --------------------------------------------------------------------------------------------------------------
 # Many writers on one sqlite store
 

@@ -2,7 +2,8 @@
 
 It imports neither Ray nor MLflow. The sweep adapts ``report`` to ``tune.report``; ``train-one`` adapts it to a
 progress bar. Per epoch it reports ``train/loss``, ``loss/<term>`` (train means), ``val/loss``,
-``val/loss/<term>``, ``val/mse``, ``val/psnr``, ``lr`` (the epoch's learning rate, ``train.schedule``) and the
+``val/loss/<term>``, ``val/mse``, ``val/psnr`` (at the end also every configured reconstruction metric on the
+validation split, ``val/<metric>``), ``lr`` (the epoch's learning rate, ``train.schedule``) and the
 parameter counts ``model/params``, ``model/params/encoder``, ``model/params/decoder``, and writes a checkpoint (model, optimiser, epoch, RNG states,
 early-stopping state; ``state_dict``s and tensors only, loadable with ``torch.load(weights_only=True)``).
 
@@ -348,6 +349,11 @@ def run_trial(
         t0 = time.perf_counter()
         final.update(evaluate_split(stepper, dataset.test, cfg.train.batch_size * 2, "test", cfg.train.seed,
                                     metrics=configured(cfg.eval)))
+        # The validation split measured like the test split, once, with every configured metric (its per-epoch
+        # pass has only loss, MSE and PSNR): a k-fold study tabulates its metrics over the validation folds too.
+        val = evaluate_split(stepper, dataset.val, cfg.train.batch_size * 2, "val", cfg.train.seed,
+                             metrics=configured(cfg.eval))
+        final.update({k: v for k, v in val.items() if k not in metrics})
         test_pass = time.perf_counter() - t0
         # The model as trained last (not the best epoch's): what the studies measured after early stopping.
         measured, figure_paths = evaluate(model, dataset, cfg, workdir / "figures", seed=cfg.train.seed,

@@ -190,3 +190,18 @@ def test_train_one_cli_rejects_a_bad_spec_with_exit_2(tmp_path):
     assert result.exit_code == 2
     assert f"{spec}:2: model.latent_dim: input should be greater than 0" in result.output
     assert not (tmp_path / "out").exists()
+
+
+def test_the_final_report_measures_the_validation_split_with_every_configured_metric(shapes, tmp_path):
+    from aesweep import metrics
+
+    cfg = tiny("ae", epochs=2)
+    cfg = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"metrics": ["mse", "mae", "bce"]})})
+    epochs: list[dict] = []
+    result = run_trial(cfg, lambda m, e, c: epochs.append(m), dataset=shapes, workdir=tmp_path)
+    assert "val/mae" not in epochs[0]  # per epoch: loss, MSE and PSNR only
+    model, _ = build(cfg, shapes)
+    model.load_state_dict(torch.load(tmp_path / "model" / "state_dict.pt", weights_only=True))
+    reference = metrics.reconstruction_metrics(model.eval(), shapes.val, ["mae", "bce"], prefix="val")
+    assert {k: result.metrics[k] for k in reference} == pytest.approx(reference, rel=1e-5)
+    assert result.metrics["val/mse"] == epochs[-1]["val/mse"]  # the last epoch's, not overwritten

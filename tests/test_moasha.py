@@ -191,6 +191,17 @@ def test_default_metrics_are_the_per_epoch_counterparts_of_the_search_metrics():
     ("  scheduler: {name: moasha, metric: val/mse}\n",
      "spec.yaml:6: search.scheduler.metric: moasha takes metrics: {name: min|max, ...} (metric and mode are "
      "asha's)"),
+    ("  scheduler: {name: moasha, grace_period: 50, metrics: {val/mse: min}}\n",
+     "spec.yaml:6: search.scheduler.grace_period: grace period 50 is longer than the 4 epoch(s) a trial trains"),
+    ("  scheduler: {name: moasha, grace_period: 3, max_t: 2, metrics: {val/mse: min}}\n",
+     "spec.yaml:6: search.scheduler.grace_period: grace period 3 is longer than max_t 2"),
+    ("  scheduler: {name: moasha, reduction_factor: 1, metrics: {val/mse: min}}\n",
+     "spec.yaml:6: search.scheduler.reduction_factor: input should be greater than 1"),
+    ("  scheduler: {name: asha, metrics: {val/mse: min}}\n",
+     "spec.yaml:6: search.scheduler.metrics: asha ranks on one metric: give metric and mode (metrics is for "
+     "moasha)"),
+    ("  scheduler: {name: none, metrics: {val/mse: min}}\n",
+     "spec.yaml:6: search.scheduler.metrics: metrics are set but no scheduler is chosen"),
 ])
 def test_bad_scheduler_specs_are_rejected_with_file_and_line(tmp_path, tail, expected):
     path = tmp_path / "spec.yaml"

@@ -18,7 +18,9 @@ model.py so that every backbone shares it, and the encoder's feature stays avail
 skip-connection backbone also hands encoder feature maps to its decoder: ``Backbone.encode`` returns them and
 ``Backbone.decode`` takes them.
 
-Adding a backbone is one decorated factory: ``@BACKBONES.register("name")`` over ``@accepts(...)``.
+Adding a backbone is one decorated factory: ``@BACKBONES.register("name")`` over ``@accepts(...)``. The rules
+of the built-in ones (settings, checks, layouts) are torch-free, in ``backbone_rules.py``, so that validating a
+spec imports no torch; they are re-exported here.
 """
 
 from __future__ import annotations
@@ -31,16 +33,25 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from aesweep.backbone_rules import (  # noqa: F401  (re-exported: the rules used to live here)
+    CONV_CHANNELS,
+    RESNET_CHANNELS,
+    SETTINGS,
+    SettingError,
+    Shape,
+    _check_conv,
+    _check_mlp,
+    _check_resnet,
+    _pad_to,
+    _scaled,
+    accepts,
+    builtin,
+    conv_layout,
+    mlp_hidden,
+    mlp_widths,
+    setting_problems,
+)
 from aesweep.registry import BACKBONES
-
-Shape = tuple[int, int, int]
-
-# Stage channels of the conv AE of the CIFAR-10 latent study and of ResNet-18, before the width multiplier.
-CONV_CHANNELS = (64, 128, 256)
-RESNET_CHANNELS = (64, 128, 256, 512)
-
-# Every backbone option a spec may set (``model.<name>``); None there means "the backbone's default".
-SETTINGS = ("widths", "decoder_widths", "channels", "strides", "skip_connections", "dropout", "output_activation")
 
 
 class HalfTanh(nn.Module):
@@ -56,46 +67,6 @@ class HalfTanh(nn.Module):
 
 
 OUTPUT_ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {"sigmoid": nn.Sigmoid, "tanh": HalfTanh}
-
-
-class SettingError(ValueError):
-    """An inconsistent backbone setting; ``field`` names the ``model.<field>`` to blame."""
-
-    def __init__(self, field: str, message: str):
-        super().__init__(f"model.{field}: {message}")
-        self.field, self.message = field, message
-
-
-def accepts(*names: str, check: Callable[..., None] | None = None) -> Callable[[Callable], Callable]:
-    """Declare the settings a backbone factory takes, and an optional ``check(depth=..., **settings)``."""
-    unknown = set(names) - set(SETTINGS)
-    if unknown:
-        raise ValueError(f"unknown backbone setting(s) {sorted(unknown)}; known: {', '.join(SETTINGS)}")
-
-    def mark(factory: Callable) -> Callable:
-        factory.settings = frozenset(names)  # type: ignore[attr-defined]
-        factory.check = check  # type: ignore[attr-defined]
-        return factory
-
-    return mark
-
-
-def setting_problems(name: str, depth: int | None, settings: dict[str, Any]) -> list[tuple[str, str]]:
-    """``(field, message)`` for every setting backbone ``name`` does not take or that its check rejects.
-
-    ``settings``: the ``model.<setting>`` values that are set (not None). The spec's validation calls this.
-    """
-    factory = BACKBONES.get(name)
-    taken = getattr(factory, "settings", frozenset())
-    found = [(key, f"{key} is not a setting of backbone {name} (its settings: {', '.join(sorted(taken)) or 'none'})")
-             for key in settings if key not in taken]
-    check = getattr(factory, "check", None)
-    if not found and check is not None:
-        try:
-            check(depth=depth, **settings)
-        except SettingError as err:
-            found.append((err.field, err.message))
-    return found
 
 
 class Backbone(nn.Module):
@@ -152,10 +123,6 @@ def build_backbone(
     return BACKBONES.get(name)(tuple(in_shape), int(latent_dim), width=float(width), depth=depth, **settings)
 
 
-def _scaled(channels: int, width: float) -> int:
-    return max(1, round(channels * width))
-
-
 def _conv_block(c_in: int, c_out: int, stride: int, dropout: float = 0.0) -> nn.Sequential:
     # Bias is redundant in front of BatchNorm. Dropout2d drops whole feature maps (neighbouring pixels of one map
     # are too correlated for elementwise dropout to regularise).
@@ -178,64 +145,6 @@ class Crop(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return x[..., self.top : self.top + self.height, self.left : self.left + self.width]
-
-
-def _pad_to(in_shape: Shape, multiple: int = 8) -> tuple[int, int, int, int]:
-    """Zero padding (left, right, top, bottom) that brings H and W up to the next multiple of ``multiple``.
-
-    k stride-2 stages divide the side by 2^k; with three, 28x28 becomes 32x32 (2 px each side) and so reaches the
-    same 4x4 grid as CIFAR-10 (FreyFace's 28x20 becomes 32x24, a 4x3 grid). Zero is the background of MNIST-like
-    data, so the padding adds no spurious content.
-    """
-    _, h, w = in_shape
-    ph, pw = -h % multiple, -w % multiple
-    return pw // 2, pw - pw // 2, ph // 2, ph - ph // 2
-
-
-def _check_conv(depth: int | None = None, channels: Sequence[int] | None = None,
-                strides: Sequence[int] | None = None, dropout: float | None = None, **_: Any) -> None:
-    """Raise SettingError for an inconsistent conv layout (see ``conv``)."""
-    if channels is None:
-        if strides is not None:
-            raise SettingError("strides", "strides needs channels (one stride per block of channels)")
-        if depth is not None and depth < 0:
-            raise SettingError("depth", f"conv backbone: depth must be >= 0, got {depth}")
-    else:
-        if depth is not None:
-            raise SettingError("depth", "depth and channels are both set; with channels, list every block "
-                               "(and its stride in strides) instead of depth")
-        if not channels:
-            raise SettingError("channels", "channels needs at least one block")
-        if strides is not None:
-            if len(strides) != len(channels):
-                raise SettingError("strides", f"{len(strides)} strides for {len(channels)} channels; give one "
-                                   "stride per block")
-            if any(s not in (1, 2) for s in strides):
-                raise SettingError("strides", f"strides are 1 or 2, got {list(strides)}")
-            if 2 not in strides:
-                raise SettingError("strides", "at least one block must have stride 2 (each stride-2 block is "
-                                   "one transposed-conv stage of the decoder)")
-    if dropout is not None and not 0 <= dropout < 1:
-        raise SettingError("dropout", f"dropout is a probability in [0, 1), got {dropout}")
-
-
-def conv_layout(depth: int | None = None, channels: Sequence[int] | None = None,
-                strides: Sequence[int] | None = None, width: float = 1.0) -> tuple[list[int], list[int]]:
-    """The conv encoder's blocks: ``(channels, strides)``, one entry per Conv3x3+BN+ReLU block.
-
-    Without ``channels``: the CIFAR-10 latent study's layout, three stages (64, 128, 256), each ``depth``
-    (default 1) stride-1 blocks then one stride-2 block. With ``channels``: exactly those blocks, with
-    ``strides`` (default: every block stride 2). Channels are scaled by ``width``.
-    """
-    _check_conv(depth=depth, channels=channels, strides=strides)
-    if channels is None:
-        d = 1 if depth is None else int(depth)
-        chans = [ch for ch in CONV_CHANNELS for _ in range(d + 1)]
-        strs = [s for _ in CONV_CHANNELS for s in [1] * d + [2]]
-    else:
-        chans = list(channels)
-        strs = list(strides) if strides is not None else [2] * len(chans)
-    return [_scaled(c, width) for c in chans], strs
 
 
 def _decoder_parts(in_shape: Shape, latent_dim: int, down: Sequence[int], extra_blocks: int, dropout: float,
@@ -327,7 +236,7 @@ class SkipConvDecoder(nn.Module):
 
 
 @BACKBONES.register("conv")
-@accepts("channels", "strides", "skip_connections", "dropout", "output_activation", check=_check_conv)
+@builtin("conv")
 def conv(in_shape: Shape, latent_dim: int, width: float = 1.0, depth: int | None = None, *,
          channels: Sequence[int] | None = None, strides: Sequence[int] | None = None,
          skip_connections: bool = False, dropout: float = 0.0, output_activation: str = "sigmoid") -> Backbone:
@@ -396,30 +305,6 @@ def conv(in_shape: Shape, latent_dim: int, width: float = 1.0, depth: int | None
                     skip_taps=[t[0] if t else None for t in taps])
 
 
-def mlp_widths(d_x: int, d_z: int, n_layers: int) -> list[int]:
-    """Layer widths of the beta-VAE study's MLP encoder: ``D_i = D_x - floor((D_x - D_z) * i / n_layers)``.
-
-    Returns ``[D_1, ..., D_n]``; the last one equals ``D_z`` (it is the bottleneck layer). The study's eq. (1)
-    prints a ceiling, but the parameter counts of its Tables 3-8 are those of the floor (AE, 3 layers, D_z = 2 on
-    784 pixels: 1,100,668 with widths [524, 263]; the ceiling gives [523, 262] and 1,097,520), so the counts
-    are followed here. Exact integer arithmetic.
-    """
-    if not 1 <= n_layers <= 8:
-        raise ValueError(f"mlp backbone: depth (number of layers) must be in 1..8, got {n_layers}")
-    return [d_x - ((d_x - d_z) * i) // n_layers for i in range(1, n_layers + 1)]
-
-
-def _check_mlp(depth: int | None = None, widths: Sequence[int] | None = None,
-               decoder_widths: Sequence[int] | None = None, dropout: float | None = None, **_: Any) -> None:
-    if widths is not None and depth is not None:
-        raise SettingError("depth", "depth and widths are both set; widths gives the hidden layers "
-                           "(depth = len(widths) + 1), drop depth")
-    if widths is None and depth is not None and not 1 <= depth <= 8:
-        raise SettingError("depth", f"mlp backbone: depth (number of layers) must be in 1..8, got {depth}")
-    if dropout is not None and not 0 <= dropout < 1:
-        raise SettingError("dropout", f"dropout is a probability in [0, 1), got {dropout}")
-
-
 def _dense(dims: Sequence[int], dropout: float) -> list[nn.Module]:
     layers: list[nn.Module] = []
     for a, b in pairwise(dims):
@@ -430,7 +315,7 @@ def _dense(dims: Sequence[int], dropout: float) -> list[nn.Module]:
 
 
 @BACKBONES.register("mlp")
-@accepts("widths", "decoder_widths", "dropout", "output_activation", check=_check_mlp)
+@builtin("mlp")
 def mlp(in_shape: Shape, latent_dim: int, width: float = 1.0, depth: int | None = None, *,
         widths: Sequence[int] | None = None, decoder_widths: Sequence[int] | None = None, dropout: float = 0.0,
         output_activation: str = "sigmoid") -> Backbone:
@@ -448,9 +333,7 @@ def mlp(in_shape: Shape, latent_dim: int, width: float = 1.0, depth: int | None 
     """
     _check_mlp(depth=depth, widths=widths, decoder_widths=decoder_widths, dropout=dropout)
     d_x = math.prod(in_shape)
-    formula = list(widths) if widths is not None else mlp_widths(d_x, latent_dim, 2 if depth is None else depth)[:-1]
-    hidden = [_scaled(d, width) for d in formula]
-    dec_hidden = [_scaled(d, width) for d in decoder_widths] if decoder_widths is not None else hidden[::-1]
+    hidden, dec_hidden = mlp_hidden(in_shape, latent_dim, width, depth, widths, decoder_widths)
     enc: list[nn.Module] = [nn.Flatten(), *_dense([d_x, *hidden], dropout)]
     dec = _dense([latent_dim, *dec_hidden], dropout)
     dec += [nn.Linear(dec_hidden[-1] if dec_hidden else latent_dim, d_x), OUTPUT_ACTIVATIONS[output_activation](),
@@ -482,13 +365,8 @@ class BasicBlock(nn.Module):
         return torch.relu(self.body(x) + self.shortcut(x))
 
 
-def _check_resnet(depth: int | None = None, **_: Any) -> None:
-    if depth is not None and depth < 1:
-        raise SettingError("depth", f"resnet backbone: depth (blocks per stage) must be >= 1, got {depth}")
-
-
 @BACKBONES.register("resnet")
-@accepts("output_activation", check=_check_resnet)
+@builtin("resnet")
 def resnet(in_shape: Shape, latent_dim: int, width: float = 1.0, depth: int | None = None, *,
            output_activation: str = "sigmoid") -> Backbone:
     """ResNet-18-style encoder for small images, with the conv decoder so that a recon term still works.

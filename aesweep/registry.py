@@ -4,7 +4,8 @@ Extension is by registry, never by a growing if/elif: a dataset, backbone, loss 
 decorated function or class in its own module. An unknown name fails with the list of known names.
 
 This module imports nothing heavy. The registering modules (data, nets, losses, ...) import torch, so they are
-imported lazily by ``load_all`` when a caller needs every name (``aesweep list``, spec validation).
+imported lazily by ``load_all`` when a caller needs every name (``aesweep list``, a spec naming something that is
+not built in). Spec validation checks built-in names against ``catalog``'s tables, without importing them.
 """
 from __future__ import annotations
 

@@ -37,18 +37,17 @@ from pydantic import (
 )
 from pydantic.fields import FieldInfo
 
-from aesweep import registry, variants, yamlsafe
+from aesweep import backbone_rules, catalog, registry, variants, yamlsafe
 
 # --------------------------------------------------------------------------------------------------------------
-# Name checks against the registries. Datasets and backbones register from modules that import torch, so the
-# registries are filled lazily, at validation time.
+# Name checks against the registries. A built-in name is checked against aesweep.catalog without importing the
+# registering modules (torch, scikit-learn); any other name against the registry, filled by registry.load_all().
 
 
 def _registered(reg: registry.Registry) -> Callable[[str], str]:
     def check(name: str) -> str:
-        registry.load_all()
         try:
-            reg.get(name)
+            catalog.check(reg, name)
         except registry.UnknownNameError as err:  # pydantic reports ValueErrors, not KeyErrors
             raise ValueError(str(err)) from None
         return name
@@ -58,9 +57,7 @@ def _registered(reg: registry.Registry) -> Callable[[str], str]:
 
 def _registered_list(reg: registry.Registry) -> Callable[[list[str]], list[str]]:
     def check(names: list[str]) -> list[str]:
-        registry.load_all()
-        # Metrics and probes arrive with the evaluation issue: until something registers, names pass.
-        unknown = [n for n in names if len(reg) and n not in reg]
+        unknown = [n for n in names if not catalog.known(reg, n)]
         if unknown:
             raise ValueError(f"unknown {reg.kind} {unknown[0]!r}; known: {', '.join(reg.names())}")
         return names
@@ -123,8 +120,8 @@ class ModelConfig(Strict):
     width: PositiveFloat = 1.0  # channel / unit multiplier of the backbone
     depth: PositiveInt | None = None  # backbone-specific (mlp: hidden layers 1..8); None = backbone default
     projection_dim: PositiveInt = 128  # contrastive projection head output
-    # Backbone settings (nets.SETTINGS; each backbone declares which it takes, the others reject them with the
-    # line). None = the backbone's default.
+    # Backbone settings (backbone_rules.SETTINGS; each backbone declares which it takes, the others reject them
+    # with the line). None = the backbone's default.
     widths: list[PositiveInt] | None = None  # mlp: encoder hidden widths, e.g. [256, 128]; default eq. (1) of 003
     decoder_widths: list[PositiveInt] | None = None  # mlp: the decoder's hidden widths; default: widths mirrored
     channels: list[PositiveInt] | None = None  # conv: channels of every encoder block, e.g. [32, 64, 128]
@@ -246,9 +243,7 @@ class EvalConfig(Strict):
         default_factory=lambda: ["kmeans"]
     )
     generative: list[Literal["coverage", "information_rate", "factors"]] = Field(default_factory=list)
-    figures: list[Literal["reconstructions", "latent_pca", "latent_tsne", "image_tsne", "interpolation",
-                          "traversals", "prior_samples", "latent_2d", "decoded_grid", "latent_histograms",
-                          "latent_by_class", "factor_correlation", "loss_curves"]] = Field(
+    figures: list[Literal[catalog.FIGURES]] = Field(  # type: ignore[valid-type]
         default_factory=lambda: ["reconstructions", "latent_pca"]
     )
     # Probe protocol: fixed hyperparameters (fast) or the published GridSearchCV protocol (paper).
@@ -1092,24 +1087,18 @@ def _options(value: Any) -> list[Any] | None:
 def _model_problems(spec: SweepSpec) -> list[tuple[tuple, str]]:
     """Backbone settings a backbone does not take or cannot combine; classifier-head fields without a head;
     a variant that needs labels on a dataset without them."""
-    from aesweep import nets
-
-    registry.load_all()
     found: list[tuple[tuple, str]] = []
     model = spec.model
     backbones = _options(model.backbone) or []
-    settings = {k: getattr(model, k) for k in nets.SETTINGS if getattr(model, k) is not None}
+    settings = {k: getattr(model, k) for k in backbone_rules.SETTINGS if getattr(model, k) is not None}
     depth = model.depth
     for backbone in backbones:
         if any(isinstance(v, Distribution) for v in (*settings.values(), depth)):
             # Searched settings: only whether the backbone takes them can be told here; the combination is
             # checked when a trial builds its model.
-            factory = registry.BACKBONES.get(backbone)
-            taken = getattr(factory, "settings", frozenset())
-            problems = [(k, f"{k} is not a setting of backbone {backbone} (its settings: "
-                            f"{', '.join(sorted(taken)) or 'none'})") for k in settings if k not in taken]
+            problems = backbone_rules.untaken(backbone, settings)
         else:
-            problems = nets.setting_problems(backbone, depth, settings)
+            problems = backbone_rules.setting_problems(backbone, depth, settings)
         found += [(("model", key), message) for key, message in problems]
     variants_drawn = spec.possible_variants()
     has_head = any("classifier" in p.heads for v in variants_drawn for p in variants.parts(v))
@@ -1119,7 +1108,7 @@ def _model_problems(spec: SweepSpec) -> list[tuple[tuple, str]]:
             found.append((("model", key), f"{key} shapes the classifier head, which variant "
                           f"{' or '.join(variants_drawn)} does not have (variants with one: classifier)"))
     for name in _options(spec.dataset.name) or []:
-        if getattr(registry.DATASETS.get(name), "labelled", True):
+        if catalog.labelled(name):
             continue
         needy = [v for v in variants_drawn if any(p.needs_labels for p in variants.parts(v))]
         if needy:

@@ -338,3 +338,49 @@ def test_a_drawn_warmup_too_long_fails_on_the_concrete_trial():
     with pytest.raises(ValidationError, match="warm-up of 5 epoch"):
         TrialConfig.model_validate({"train": {"epochs": 3, "schedule": {"name": "cosine", "warmup_epochs": 5}}})
     assert spec.resolve().train.epochs == 3
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The catalog: built-in names checked without importing the registering modules, equal to the registries.
+
+
+def test_catalog_tables_equal_the_registries():
+    from aesweep import backbone_rules, catalog, registry
+
+    registry.load_all()
+    assert set(catalog.BUILTIN) == set(registry.ALL)
+    for key, reg in registry.ALL.items():
+        names = catalog.BUILTIN[key]
+        if isinstance(names, str):  # a torch-free module registers these: it is the table
+            assert names in registry.REGISTERING_MODULES, key
+        else:
+            assert names == set(reg.names()), key
+    assert {n: d.labelled for n, d in catalog.DATASETS.items()} == {
+        n: getattr(registry.DATASETS.get(n), "labelled", True) for n in registry.DATASETS}
+    for name, rules in backbone_rules.BUILTIN.items():  # nets.py's factories take their rules from the table
+        factory = registry.BACKBONES.get(name)
+        assert (factory.settings, factory.check) == (rules.settings, rules.check), name
+
+
+def test_a_name_registered_elsewhere_still_validates(monkeypatch):
+    from aesweep import registry
+
+    monkeypatch.setitem(registry.DATASETS._items, "plugin_faces", lambda **_: None)
+    monkeypatch.setitem(registry.METRICS._items, "plugin_metric", lambda *_: None)
+    spec = parse_spec("name: s\ndataset: {name: plugin_faces}\neval: {metrics: [mse, plugin_metric]}\n", "s.yaml")
+    assert spec.dataset.name == "plugin_faces"
+    found = problems_of("name: s\neval: {metrics: [nope]}\n")
+    assert found == [f"spec.yaml:2: eval.metrics: unknown metric 'nope'; known: {', '.join(registry.METRICS.names())}"]
+    assert "plugin_metric" in found[0]
+
+
+def test_validating_builtin_names_imports_neither_torch_nor_sklearn():
+    import subprocess
+    import sys
+
+    code = ("import sys; from aesweep.spec import load_spec; "
+            "[load_spec(p) for p in sys.argv[1:]]; "
+            "print(sorted(m for m in ('torch', 'sklearn', 'ray', 'mlflow') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code, *map(str, SWEEPS)], capture_output=True, text=True,
+                         check=True, cwd=Path(__file__).parent.parent).stdout
+    assert out.strip() == "[]"

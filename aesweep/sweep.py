@@ -503,7 +503,7 @@ def resume_sweep(name_or_path: str, *, storage: str | None = None, address: str 
     from ray import tune
 
     state = SweepState.load(name_or_path, storage)
-    for line in set_aside_torn_state(state.experiment_path):
+    for line in [*set_aside_torn_state(state.experiment_path), *repair_dangling_checkpoints(state.experiment_path)]:
         print(f"aesweep: {line}", file=sys.stderr)
     _init_ray(address)
     tracking.client(state.uri).update_run(state.parent_run_id, status="RUNNING")
@@ -565,6 +565,51 @@ def set_aside_torn_state(experiment_path: str | Path) -> list[str]:
             path.replace(root / "torn" / path.name)
             lines.append(f"{path.name} was cut short by the crash ({type(err).__name__}); set aside in "
                          f"{root / 'torn'}; {cost}")
+    return lines
+
+
+def repair_dangling_checkpoints(experiment_path: str | Path) -> list[str]:
+    """Point a trial whose recorded checkpoint no longer exists at the newest one it wrote after it.
+
+    With ``CheckpointConfig(num_to_keep=1)`` Tune deletes a trial's previous checkpoint as soon as it registers
+    the next one, but writes the experiment state that names the trial's latest checkpoint afterwards, in the
+    background. A driver killed in between leaves a state that names a deleted checkpoint, and the resumed trial
+    fails with "Could not recover from checkpoint as it does not exist on storage anymore" (seen on the on-prem
+    test cluster: one of two trials lost to a driver SIGKILL). The newer checkpoint is there: its epochs were
+    logged to MLflow by the trial itself, so continuing from it loses and repeats nothing. Returns one line per
+    trial repaired. Remote storage (a URI) is left to Tune.
+    """
+    root = Path(str(experiment_path))
+    states = sorted(root.glob("experiment_state-*.json")) if "://" not in str(experiment_path) else []
+    if not states:
+        return []
+    from ray.train import Checkpoint
+    from ray.tune.utils.serialization import TuneFunctionDecoder, TuneFunctionEncoder
+
+    path = states[-1]  # the one Tune restores
+    data = json.loads(path.read_text())
+    lines = []
+    for entry in data.get("trial_data", []):
+        runtime = json.loads(entry[1], cls=TuneFunctionDecoder, allow_cloudpickle=True)  # our own storage
+        manager = runtime.get("checkpoint_manager")
+        latest = getattr(manager, "latest_checkpoint_result", None)
+        if latest is None or latest.checkpoint is None or Path(latest.checkpoint.path).exists():
+            continue
+        gone = Path(latest.checkpoint.path)
+        newer = sorted(p for p in gone.parent.glob("checkpoint_*") if p.is_dir() and p.name > gone.name)
+        if not newer:
+            continue
+        latest.checkpoint = Checkpoint(str(newer[-1]), filesystem=latest.checkpoint.filesystem)
+        # Tune names a trial's checkpoints checkpoint_<index>, one per report: iteration = index + 1.
+        latest.metrics = {**latest.metrics, "training_iteration": int(newer[-1].name.split("_")[-1]) + 1}
+        manager._checkpoint_results = [latest]
+        entry[1] = json.dumps(runtime, cls=TuneFunctionEncoder)
+        lines.append(f"{gone.parent.name}: its recorded checkpoint {gone.name} was deleted before the crash "
+                     f"saved the experiment state; the resume continues it from {newer[-1].name}")
+    if lines:
+        staged = path.with_name(path.name + ".tmp")
+        staged.write_text(json.dumps(data))
+        staged.replace(path)
     return lines
 
 

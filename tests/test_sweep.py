@@ -509,3 +509,23 @@ def test_torn_tune_state_is_set_aside_and_the_newest_intact_one_kept(tmp_path):
     assert lines[2].endswith("no intact copy is left: Tune starts that part afresh")
     assert sweep.set_aside_torn_state(tmp_path) == []  # nothing torn is left
     assert sweep.set_aside_torn_state("s3://bucket/sweep") == []
+
+
+def test_a_checkpoint_deleted_before_the_state_was_saved_is_replaced_by_the_newer_one(local_ray, store, tmp_path):
+    path = write_spec(tmp_path, "dangling", train={"epochs": 3}, model={"latent_dim": {"grid": [2, 3]}},
+                      eval={"metrics": ["mse"], "probes": [], "figures": []})
+    outcome = run(store, path)
+    experiment = Path(outcome.state.experiment_path)
+    before = {t.trial_id: Path(t.checkpoint.path) for t in tune_trials(experiment).values()}
+    victim, intact = sorted(before)
+    # The crash of the on-prem test: Tune registered the next checkpoint and deleted the one its saved state
+    # still names.
+    recorded = before[victim]
+    newer = recorded.with_name(f"checkpoint_{int(recorded.name.split('_')[-1]) + 1:06d}")
+    recorded.rename(newer)
+    lines = sweep.repair_dangling_checkpoints(experiment)
+    assert lines == [f"{recorded.parent.name}: its recorded checkpoint {recorded.name} was deleted before the "
+                     f"crash saved the experiment state; the resume continues it from {newer.name}"]
+    after = {t.trial_id: Path(t.checkpoint.path) for t in tune_trials(experiment).values()}  # Tune's own reader
+    assert after == {victim: newer, intact: before[intact]}
+    assert sweep.repair_dangling_checkpoints(experiment) == []  # nothing left to repair

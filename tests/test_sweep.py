@@ -265,17 +265,11 @@ def test_trial_that_raises_is_failed_with_the_exception_and_the_sweep_goes_on(lo
     assert tune_trial.status == "TERMINATED" and tune_trial.num_failures == 0  # ran once, not retried
 
 
-def _memory_in_use() -> float:
-    """The fraction of this machine's memory in use, as Ray's memory monitor computes it without a cgroup."""
-    lines = Path("/proc/meminfo").read_text().splitlines()
-    info = {line.split(":")[0]: int(line.split()[1]) for line in lines}
-    return 1 - info["MemAvailable"] / info["MemTotal"]
-
-
 def test_trial_killed_by_rays_memory_monitor_is_failed_and_the_sweep_goes_on(store, tmp_path):
-    # The monitor's threshold below what the machine already uses: it kills the trial's worker as soon as it
-    # runs, every time (Ray 2.60's Tune used to end the whole sweep with "Caught unexpected exception" here).
-    threshold = max(0.01, round(_memory_in_use() - 0.01, 3))
+    # The monitor's threshold at 1% of the machine's memory, below what Ray's own processes use: it kills the
+    # trial's worker as soon as it runs, every time, whatever else runs beside the test (Ray 2.60's Tune used to
+    # end the whole sweep with "Caught unexpected exception" on such a kill).
+    threshold = 0.01
     path = write_spec(tmp_path, "memkill", train={"epochs": 200}, search={"max_failures": 1},
                       eval={"metrics": ["mse"], "probes": [], "figures": []})
     result = cli("run", str(path), "--storage", store.storage, "--tracking-uri", store.uri, timeout=400,

@@ -169,7 +169,10 @@ class Cluster:
 
     def spec(self, name: str, trials: int, epochs: int, tmp_path: Path) -> Path:
         data = spec_data(name, dataset={"train_size": 640, "test_size": 64},
-                         model={"latent_dim": {"grid": [2, 3, 4, 5, 6, 7, 8, 9][:trials]}},
+                         # A narrow conv net, ~1 s an epoch here: slow enough that a fault lands mid-trial (an
+                         # MLP ran 8 epochs faster than the test could see one of them on a quiet machine).
+                         model={"backbone": "conv", "width": 0.25,
+                                "latent_dim": {"grid": [2, 3, 4, 5, 6, 7, 8, 9][:trials]}},
                          train={"epochs": epochs, "batch_size": 32},
                          eval={"metrics": ["mse"], "probes": [], "figures": ["reconstructions"]},
                          search={"algorithm": "grid", "max_concurrent": 2, "max_failures": 3})

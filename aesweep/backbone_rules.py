@@ -271,6 +271,11 @@ def setting_problems(name: str, depth: int | None, settings: dict[str, Any]) -> 
     return found
 
 
+def settings_of(model: Any) -> dict[str, Any]:
+    """The backbone settings a ModelConfig sets: ``{name: value}`` for each of SETTINGS that is not None."""
+    return {k: getattr(model, k) for k in SETTINGS if getattr(model, k) is not None}
+
+
 def untaken(name: str, settings: dict[str, Any]) -> list[tuple[str, str]]:
     """``(field, message)`` for every setting in ``settings`` that backbone ``name`` does not take."""
     taken = rules_of(name).settings

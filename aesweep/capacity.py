@@ -84,7 +84,7 @@ def parameter_floor(trial: Any) -> int | float:
     rules = backbone_rules.BUILTIN.get(model.backbone)
     if shape is None or rules is None or rules.weights is None:
         return generic
-    settings = {k: getattr(model, k) for k in backbone_rules.SETTINGS if getattr(model, k) is not None}
+    settings = backbone_rules.settings_of(model)
     try:
         weights, feature_dim = rules.weights(shape, model.latent_dim, model.width, model.depth, **settings)
         objective = _objective(trial, shape)

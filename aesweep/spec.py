@@ -1090,7 +1090,7 @@ def _model_problems(spec: SweepSpec) -> list[tuple[tuple, str]]:
     found: list[tuple[tuple, str]] = []
     model = spec.model
     backbones = _options(model.backbone) or []
-    settings = {k: getattr(model, k) for k in backbone_rules.SETTINGS if getattr(model, k) is not None}
+    settings = backbone_rules.settings_of(model)
     depth = model.depth
     for backbone in backbones:
         if any(isinstance(v, Distribution) for v in (*settings.values(), depth)):

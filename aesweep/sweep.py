@@ -767,16 +767,16 @@ def _make_driver_class() -> type:
         def _close(self, trial_id: str, status: str, reason: str | None, pruned: bool = False,
                    rung: float | None = None) -> bool:
             """Set the status of the trial's RUNNING run; whether the trial has a run at all."""
-            found = False
-            for run in tracking.children(self.state.uri, self.state.parent_run_id):
-                found = found or run.data.tags.get(tracking.TRIAL_TAG) == trial_id
-                if run.data.tags.get(tracking.TRIAL_TAG) == trial_id and run.info.status == "RUNNING":
+            runs = [run for run in tracking.children(self.state.uri, self.state.parent_run_id)
+                    if run.data.tags.get(tracking.TRIAL_TAG) == trial_id]
+            for run in runs:
+                if run.info.status == "RUNNING":
                     if pruned:
                         tracking.client(self.state.uri).set_tag(run.info.run_id, tracking.PRUNED_TAG, "true")
                         if rung is not None:
                             tracking.client(self.state.uri).set_tag(run.info.run_id, RUNG_TAG, str(int(rung)))
                     tracking.set_status(self.state.uri, run.info.run_id, status, reason)
-            return found
+            return bool(runs)
 
     return Driver
 

@@ -318,7 +318,7 @@ SLOW = {"dataset": {"train_size": 1200}, "model": {"backbone": "conv", "width": 
 
 
 def test_worker_killed_mid_epoch_resumes_from_its_checkpoint(local_ray, store, tmp_path):
-    epochs = 4
+    epochs = 5
     path = write_spec(tmp_path, "workerfault", **{**SLOW, "train": {"epochs": epochs},
                                                    "model": {**SLOW["model"], "latent_dim": {"grid": [8, 16]}},
                                                    "search": {"algorithm": "grid", "max_concurrent": 2,
@@ -334,8 +334,10 @@ def test_worker_killed_mid_epoch_resumes_from_its_checkpoint(local_ray, store, t
     thread = threading.Thread(target=sweep_thread, daemon=True)
     thread.start()
 
+    # Epoch 2 in MLflow: the trial has handed epoch 1's checkpoint to Tune (it logs an epoch to MLflow before it
+    # reports that epoch's checkpoint, so a kill right after epoch 1 appears could find none to resume from).
     def victim(children):
-        return next((c for c in children if c.info.status == "RUNNING" and c.data.metrics.get("epoch", 0) >= 1
+        return next((c for c in children if c.info.status == "RUNNING" and c.data.metrics.get("epoch", 0) >= 2
                      and c.data.metrics.get("epoch", 0) < epochs), None)
 
     target = store.wait_for("workerfault", victim)

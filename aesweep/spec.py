@@ -78,6 +78,7 @@ BackboneName = Annotated[str, AfterValidator(_registered(registry.BACKBONES))]
 ScheduleName = Annotated[str, AfterValidator(_registered(registry.SCHEDULES))]
 VariantName = Annotated[str, AfterValidator(_known_variant)]
 PositiveInt = Annotated[int, Field(gt=0)]
+NonNegInt = Annotated[int, Field(ge=0)]
 NonNegFloat = Annotated[float, Field(ge=0)]
 PositiveFloat = Annotated[float, Field(gt=0)]
 Fraction = Annotated[float, Field(ge=0, lt=1)]
@@ -158,6 +159,10 @@ class ObjectiveConfig(Strict):
     prior: PriorConfig | None = None
     latent_noise: NonNegFloat | None = None
     temperature: PositiveFloat | None = None
+    # Two-view variants: the random crop's zero padding in pixels (None: min(H, W) // 8, i.e. 3 px on 28x28, 4 on
+    # 32x32; 0: no crop) and the contrast / brightness jitter (+-, 0: none) of each view.
+    augment_pad: NonNegInt | None = None
+    augment_jitter: NonNegFloat | None = None
     softmax_mae_weight: NonNegFloat | None = None  # classifier: weight of MAE(softmax, one-hot) beside CE (004)
 
 

@@ -116,6 +116,7 @@ class _Stepper:
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         o = cfg.objective
         # Knobs the loss terms read by keyword; a PriorConfig goes in as plain numbers.
+        self.augment = {"pad": o.augment_pad, "jitter": 0.2 if o.augment_jitter is None else o.augment_jitter}
         self.knobs = {
             "recon": o.recon,
             "mae_weight": o.mae_weight,
@@ -129,7 +130,7 @@ class _Stepper:
         clean = datamod.to_float(images).contiguous(memory_format=self.memory_format)
         view2_out = None
         if self.objective.two_views:
-            clean, view2 = datamod.two_views(clean, flip=self.flip_ok, generator=generator)
+            clean, view2 = datamod.two_views(clean, flip=self.flip_ok, generator=generator, **self.augment)
         x = datamod.corrupt(clean, self.objective.noise_sigma, generator) if self.objective.noise_sigma > 0 else clean
         forward = self.forward if self.model.training else self.model
         out = forward(x)

@@ -22,7 +22,11 @@ Bottleneck = Literal["deterministic", "gaussian"]
 Head = Literal["projection", "classifier"]
 
 # Objective knobs a variant may own. Their types live in spec.ObjectiveConfig.
-KNOBS = ("sparsity", "noise_sigma", "beta", "prior", "latent_noise", "temperature", "softmax_mae_weight")
+KNOBS = ("sparsity", "noise_sigma", "beta", "prior", "latent_noise", "temperature", "augment_pad", "augment_jitter",
+         "softmax_mae_weight")
+# The two views' augmentation (data.two_views): crop padding in px (None: min(H, W) // 8) and contrast /
+# brightness jitter. The studies that use two views do not name their augmentations, so they are knobs.
+TWO_VIEW_KNOBS = {"augment_pad": None, "augment_jitter": 0.2}
 
 
 @dataclass(frozen=True)
@@ -63,11 +67,11 @@ PRESETS = [
     ),
     VariantPreset(
         "contrastive", "SimCLR NT-Xent on two augmented views (projection head)", terms={"nt_xent": 1.0},
-        knobs={"temperature": 0.5}, reconstructs=False, two_views=True, heads=frozenset({"projection"}),
+        knobs={"temperature": 0.5, **TWO_VIEW_KNOBS}, reconstructs=False, two_views=True, heads=frozenset({"projection"}),
     ),
     VariantPreset(
         "supcon", "supervised contrastive loss on two augmented views (projection head)", terms={"supcon": 1.0},
-        knobs={"temperature": 0.1}, reconstructs=False, two_views=True, heads=frozenset({"projection"}),
+        knobs={"temperature": 0.1, **TWO_VIEW_KNOBS}, reconstructs=False, two_views=True, heads=frozenset({"projection"}),
         needs_labels=True,
     ),
     VariantPreset(

@@ -701,6 +701,19 @@ def test_two_views_are_crops_and_flips(device):
     assert all(matching_transform(v, img, pad=3) is not None for v, img in zip(view.cpu(), small.cpu(), strict=True))
 
 
+def test_two_views_without_crop_or_jitter_are_the_image_and_jitter_moves_every_pixel_alike():
+    x = torch.rand(16, 1, 28, 28, generator=torch.Generator().manual_seed(0)) * 0.5 + 0.25
+    v1, v2 = data.two_views(x, flip=False, pad=0, jitter=0.0)
+    assert torch.equal(v1, x) and torch.equal(v2, x)  # pad 0: the crop is the image itself
+    j1, _ = data.two_views(x, flip=False, pad=0, jitter=0.2, generator=torch.Generator().manual_seed(3))
+    # contrast then brightness: per image an affine map of the pixels, a * x + b, with |a - 1| <= 0.2
+    for view, img in zip(j1, x, strict=True):
+        a, b = torch.linalg.lstsq(torch.stack([img.flatten(), torch.ones(img.numel())], 1),
+                                  view.flatten()[:, None]).solution.flatten()
+        assert torch.allclose(view, a * img + b, atol=1e-5) and abs(a - 1) <= 0.2 + 1e-6
+    assert not torch.equal(j1, x)
+
+
 @pytest.mark.parametrize("device", DEVICES)
 def test_two_views_reproducible_distinct_in_range(device):
     x = data.to_float(load_dataset(DatasetConfig(name="shapes", train_size=64, val_fraction=0),

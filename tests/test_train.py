@@ -205,3 +205,29 @@ def test_the_final_report_measures_the_validation_split_with_every_configured_me
     reference = metrics.reconstruction_metrics(model.eval(), shapes.val, ["mae", "bce"], prefix="val")
     assert {k: result.metrics[k] for k in reference} == pytest.approx(reference, rel=1e-5)
     assert result.metrics["val/mse"] == epochs[-1]["val/mse"]  # the last epoch's, not overwritten
+
+
+@pytest.mark.parametrize("pad, jitter, same", [(0, 0.0, True), (None, 0.0, False), (0, 0.2, False)])
+def test_the_trials_augmentation_knobs_make_the_two_views(shapes, pad, jitter, same):
+    """objective.augment_pad / augment_jitter reach the views the contrastive loss compares: without crop and
+    jitter (and no flip) both views are the image itself; the default 3-px crop or a jitter makes them differ."""
+    from aesweep.train import _Stepper
+
+    cfg = tiny("contrastive")
+    cfg = cfg.model_copy(update={"objective": cfg.objective.model_copy(
+        update={"augment_pad": pad, "augment_jitter": jitter})})
+    model, objective = build(cfg, shapes)
+    seen: list[torch.Tensor] = []
+
+    def recording_forward(x):
+        seen.append(x.clone())
+        return model(x)
+
+    model.train()
+    images = shapes.train.images[:32]
+    _Stepper(cfg, model, objective, flip_ok=False, forward=recording_forward)(
+        images, shapes.train.labels[:32], torch.Generator().manual_seed(0))
+    assert len(seen) == 2
+    assert torch.equal(seen[0], seen[1]) is same
+    if same:
+        assert torch.equal(seen[0], datamod.to_float(images))

@@ -64,6 +64,22 @@ def test_conv_cifar_layout():
     assert isinstance(bb.decoder[-2], nn.Sigmoid)
 
 
+@pytest.mark.parametrize("channels", [1, 3])
+def test_conv_decoder_feeds_the_image_channels_to_the_1x1_conv_unrectified(channels):
+    # The last transposed conv's C-channel map reaches Conv2d(C, C, 1) without BatchNorm + ReLU: a rectified
+    # map has no negative value, and with one output channel a negative 1x1 weight then inverts the image until
+    # training drags it through zero (study 000's AE on Fashion-MNIST crawled for 50 epochs that way).
+    torch.manual_seed(0)
+    bb = nets.build_backbone("conv", (channels, 28, 28), latent_dim=8, width=0.25)
+    last = [m for m in bb.decoder.modules() if isinstance(m, nn.Conv2d)][-1]
+    seen = []
+    last.register_forward_hook(lambda mod, inp, out: seen.append(inp[0]))
+    bb.decoder(torch.randn(16, 8))
+    assert (last.in_channels, last.kernel_size) == (channels, (1, 1))
+    assert isinstance(bb.decoder[-4], nn.ConvTranspose2d) and bb.decoder[-4].bias is not None
+    assert seen[0].min() < 0 < seen[0].max()
+
+
 def test_conv_pads_28_to_32_and_crops_back():
     bb = nets.build_backbone("conv", (1, 28, 28), latent_dim=4)
     x = torch.rand(2, 1, 28, 28)

@@ -161,8 +161,9 @@ def _decoder_parts(in_shape: Shape, latent_dim: int, down: Sequence[int], extra_
     fuses: list[nn.Module] = []
     prev = down[-1]
     for i, ch in enumerate(outs):
+        last = i == len(outs) - 1
         layers: list[nn.Module] = [_conv_block(prev, prev, 1, dropout) for _ in range(extra_blocks)]
-        if i == len(outs) - 1:
+        if last:
             # The stage that outputs the image's C channels is a bare transposed conv (with bias) into the
             # Conv2d(C, C, 1) + output activation: BatchNorm + ReLU on a C-channel map (C = 1 for grey images)
             # zero half of it, and the 1x1 conv's weight must then change sign through zero whenever its
@@ -172,7 +173,7 @@ def _decoder_parts(in_shape: Shape, latent_dim: int, down: Sequence[int], extra_
         else:
             layers += [nn.ConvTranspose2d(prev, ch, 4, stride=2, padding=1, bias=False), nn.BatchNorm2d(ch),
                        nn.ReLU(True)]
-        if dropout > 0 and i < len(outs) - 1:
+        if dropout > 0 and not last:
             layers.append(nn.Dropout2d(dropout))
         stages.append(nn.Sequential(*layers))
         skip = skip_channels[i] if skip_channels is not None else None
@@ -265,8 +266,9 @@ def conv(in_shape: Shape, latent_dim: int, width: float = 1.0, depth: int | None
     study names neither channels nor strides; e.g. ``channels: [32, 64, 128, 256], strides: [1, 2, 2, 2]``).
     The decoder: Linear -> the last block's channels on the H'/2^k x W'/2^k grid (k stride-2 blocks), then one
     ConvTranspose2d(4, 2, 1)+BN+ReLU per stride-2 block back through the channels those blocks output, ending at
-    C (that last one a bare ConvTranspose2d), then Conv2d(C, C, 1) and the output activation (see ``conv_decoder``; with explicit channels it has no
-    extra stride-1 blocks: the three studies' decoders are three transposed convs).
+    C (that last one a bare ConvTranspose2d), then Conv2d(C, C, 1) and the output activation (see
+    ``conv_decoder``; with explicit channels it has no extra stride-1 blocks: the three studies' decoders are three
+    transposed convs).
 
     Inputs whose side is not a multiple of 2^k are zero-padded to the next one (28x28 -> 32x32, 2 px each side)
     and the decoder crops its output back: a 28x28 image is reconstructed as exactly 28x28.

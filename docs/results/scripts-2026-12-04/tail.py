@@ -1,10 +1,15 @@
-"""Diagnostic: the conv AE of study 000 (width 0.25, Fashion-MNIST 7,200 images) with the decoder tail as shipped
-(last ConvTranspose -> BN(C) -> ReLU -> Conv1x1 -> Sigmoid) vs without the BN+ReLU on the C-channel map."""
+"""Diagnostic: the conv AE of study 000 (Fashion-MNIST, 7,200 training / 800 validation images), trained with MSE,
+Adam 1e-3, batch 128, one thread. Usage: tail.py shipped|plain LATENT EPOCHS [WIDTH, default 0.25].
+
+shipped: the decoder of the code on PYTHONPATH as it is; plain: the last transposed conv's BN + ReLU replaced by
+Identity (and a bias added), meaningful only on code whose last stage has them. Run on 4f2fba1, whose last stage had BN + ReLU, for tail-64.log (shipped vs plain,
+latent 64, 12 epochs); on 3116490, whose last stage is bare, for width-0.5-256.log (shipped, latent 256, 30
+epochs, width 0.5)."""
 import sys, time, numpy as np, torch
 from torch import nn
 from aesweep.model import AutoEncoder
 torch.set_num_threads(1); torch.manual_seed(0)
-tail, latent, epochs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+tail, latent, epochs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]); width = float(sys.argv[4]) if len(sys.argv) > 4 else 0.25
 def idx(p):
     import gzip
     b = gzip.open(p).read() if p.endswith('gz') else open(p,'rb').read()
@@ -14,7 +19,7 @@ root='/usr/share/datasets/fashion-mnist/'
 tr=torch.tensor(idx(glob.glob(root+'train-images*')[0])[:8000]).float()/255
 te=torch.tensor(idx(glob.glob(root+'t10k-images*')[0])[:2000]).float()/255
 xtr, xva = tr[:7200], tr[7200:]
-m = AutoEncoder("conv", (1,28,28), latent, width=0.25)
+m = AutoEncoder("conv", (1,28,28), latent, width=width)
 dec = m.backbone.decoder
 mods = list(dec)
 last_t = max(i for i,x in enumerate(mods) if isinstance(x, nn.ConvTranspose2d))

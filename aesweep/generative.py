@@ -2,7 +2,9 @@
 
 Metrics (``generative_metrics`` returns those that ``EvalConfig.generative`` names):
 
-- ``coverage``: decode ``gen_samples`` draws from the latent prior and compare them with the real test images.
+- ``coverage``: decode ``gen_samples`` draws from the latent prior and compare them with the real images: the test
+  split, or with ``EvalConfig.generative_images: all`` every image of the dataset (train, validation and test;
+  the same choice feeds ``information_rate`` and ``factors``).
   Distance between two images (``EvalConfig.coverage_distance``, images in [0, 1]): ``rmse`` (default), the
   per-pixel RMSE ``sqrt(mean((a - b)^2))`` over C, H, W; or ``euclidean``, ``||a - b||_2 = sqrt(sum((a - b)^2))``
   over the C*H*W pixels (= RMSE * sqrt(C*H*W)), the AE-vs-VAE study's ("I use euclidean as the distance metric
@@ -25,7 +27,8 @@ Metrics (``generative_metrics`` returns those that ``EvalConfig.generative`` nam
   bottleneck) and whose noise is eps ~ N(0, sigma^2 I), sigma = ``EvalConfig.rate_noise_sigma``. var is the
   population variance over the test images. A dimension the encoder does not use (var 0) adds 0 bits.
 - ``factors`` (datasets with generative factors only; skipped otherwise): ``latent/factor_corr/<factor>`` = the
-  largest |Pearson correlation| between that factor and any one latent dimension, on the test set. A constant
+  largest |Pearson correlation| between that factor and any one latent dimension, on the test set (or all
+  images, as for coverage). A constant
   dimension or factor has correlation 0 (not NaN). The shapes factor ``shape`` is a category index (0, 1, 2),
   so its correlation only measures a monotone ordering of the three shapes along one dimension.
 
@@ -388,13 +391,26 @@ def latent_factor_correlation(model: nn.Module, dataset: Dataset) -> FactorCorre
 # Entry point
 
 
+def generative_split(dataset: Dataset, which: str = "test") -> Split:
+    """The real images the generative metrics use: ``test``, the test split; ``all``, train + validation + test
+    concatenated in that order (factors kept only when every split has them)."""
+    if which == "test":
+        return dataset.test
+    if which != "all":
+        raise ValueError(f"generative images must be 'test' or 'all', got {which!r}")
+    parts = (dataset.train, dataset.val, dataset.test)
+    factors = torch.cat([p.factors for p in parts]) if all(p.factors is not None for p in parts) else None
+    return Split(torch.cat([p.images for p in parts]), torch.cat([p.labels for p in parts]), factors)
+
+
 def generative_metrics(model: nn.Module, dataset: Dataset, cfg: EvalConfig | TrialConfig, prior: Any = None,
                        names: Iterable[str] | None = None, seed: int = 0) -> dict[str, float]:
     """The generative and latent metrics that ``names`` (default: ``cfg.generative``) ask for, as floats.
 
     cfg: an EvalConfig, or a TrialConfig (its ``eval`` section; and, when ``prior`` is None, the prior its
     variant implies, see ``prior_for_trial``). prior: as ``resolve_prior``. Real images and embeddings come from
-    the test split; ``seed`` fixes the prior draws. "factors" is skipped for a dataset without factors.
+    ``generative_split`` (``eval.generative_images``); ``seed`` fixes the prior draws. "factors" is skipped for a
+    dataset without factors.
     """
     from aesweep.spec import TrialConfig
 
@@ -405,16 +421,17 @@ def generative_metrics(model: nn.Module, dataset: Dataset, cfg: EvalConfig | Tri
     if unknown := set(names) - set(GENERATIVE_NAMES):
         raise ValueError(f"unknown generative metric(s) {sorted(unknown)}; known: {', '.join(GENERATIVE_NAMES)}")
     out: dict[str, float] = {}
+    images = generative_split(dataset, eval_cfg.generative_images)
     if "coverage" in names:
         samples = decode(model, resolve_prior(model, dataset, prior).sample(eval_cfg.gen_samples, seed))
-        real = to_float(dataset.test.images.to(samples.device))
+        real = to_float(images.images.to(samples.device))
         out.update(sample_metrics(samples, real, eval_cfg.coverage_threshold, eval_cfg.coverage_distance))
     z = None
     if "information_rate" in names:
-        z = embed_split(model, dataset.test)
+        z = embed_split(model, images)
         out["latent/information_rate"] = information_rate(z, eval_cfg.rate_noise_sigma)
-    if "factors" in names and dataset.test.factors is not None and dataset.factor_names:
-        z = embed_split(model, dataset.test) if z is None else z
-        fc = factor_correlation(z, dataset.test.factors, dataset.factor_names)
+    if "factors" in names and images.factors is not None and dataset.factor_names:
+        z = embed_split(model, images) if z is None else z
+        fc = factor_correlation(z, images.factors, dataset.factor_names)
         out.update({f"latent/factor_corr/{n}": float(c) for n, c in zip(fc.names, fc.best_corr, strict=True)})
     return out

@@ -274,6 +274,10 @@ class EvalConfig(Strict):
     coverage_distance: Literal["rmse", "euclidean"] = "rmse"
     # In the units of coverage_distance; None = median real-to-real NN distance.
     coverage_threshold: PositiveFloat | None = None
+    # The real images the generative and latent metrics use (coverage's reference set, the codes of the
+    # information rate and the factor correlations): the test split, or every image the dataset holds (train,
+    # validation and test), the shapes study's "set of valid images to compare against".
+    generative_images: Literal["test", "all"] = "test"
     rate_noise_sigma: PositiveFloat = 1.0  # std of the latent noise eps in the information rate
     online_probe_every: PositiveInt | None = None  # epochs between cheap validation probes; None = off
     online_probe_size: PositiveInt = 2_000  # validation rows the online probe uses

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from aesweep import generative as gen
-from aesweep.data import Split, load_dataset
+from aesweep.data import Split, load_dataset, to_float
 from aesweep.model import AutoEncoder
 from aesweep.spec import DatasetConfig, EvalConfig, PriorConfig, TrialConfig
 
@@ -234,6 +234,30 @@ def test_generative_metrics_on_a_tiny_model(shapes):
                                     names=["coverage"])
     assert euclid["gen/nn_distance"] == pytest.approx(28 * got["gen/nn_distance"], rel=1e-5)
     assert euclid["gen/coverage"] == got["gen/coverage"]  # the default threshold scales with the distance
+
+
+def test_generative_images_all_compares_with_every_split(shapes):
+    """eval.generative_images: all is the shapes study's "set of valid images": train + val + test, in order."""
+    every = gen.generative_split(shapes, "all")
+    parts = (shapes.train, shapes.val, shapes.test)
+    assert len(every) == sum(len(p) for p in parts) > len(shapes.test)
+    assert torch.equal(every.images[-len(shapes.test):], shapes.test.images)
+    assert torch.equal(every.factors[:len(shapes.train)], shapes.train.factors)
+    assert gen.generative_split(shapes, "test") is shapes.test
+    model = tiny("gaussian")
+    cfg = EvalConfig(generative=["coverage", "information_rate", "factors"], gen_samples=64,
+                     generative_images="all")
+    got = gen.generative_metrics(model, shapes, cfg)
+    # The same numbers as the metrics computed by hand against the concatenation, and not the test split's.
+    samples = gen.decode(model, gen.resolve_prior(model, shapes, None).sample(64, 0))
+    by_hand = gen.sample_metrics(samples, to_float(every.images), None, "rmse")
+    assert got["gen/kl_bits"] == pytest.approx(by_hand["gen/kl_bits"])
+    assert got["gen/coverage"] == pytest.approx(by_hand["gen/coverage"]) and got["gen/coverage"] <= 64 / len(every)
+    assert got["latent/information_rate"] == pytest.approx(gen.information_rate(gen.embed_split(model, every), 1.0))
+    on_test = gen.generative_metrics(model, shapes, cfg.model_copy(update={"generative_images": "test"}))
+    assert got["gen/kl_bits"] != pytest.approx(on_test["gen/kl_bits"])
+    with pytest.raises(ValueError):
+        EvalConfig(generative_images="train")
 
 
 def test_generative_metrics_selection_and_datasets_without_factors(shapes):

@@ -91,8 +91,10 @@ def _draw(ax: Any, curves: list[dict[str, list[tuple[int, float]]]]) -> None:
             if key not in trial:
                 continue
             steps, values = zip(*trial[key], strict=True)
+            # A one-epoch series (a fitted baseline's single value, a 1-epoch trial) is a line of zero length:
+            # only a marker makes it visible.
             ax.plot(steps, values, color=colour, lw=1.2, alpha=0.8 if len(curves) > 1 else 1.0,
-                    label=None if key in labelled else name)
+                    marker="o" if len(steps) == 1 else None, label=None if key in labelled else name)
             labelled.add(key)
     from matplotlib.ticker import MaxNLocator
 

@@ -99,6 +99,17 @@ def test_parameter_counts_are_tabulated_as_integers(store, tmp_path):
     assert "params" not in [t.name for t in rep.all_tables(bare)]
 
 
+def test_a_one_epoch_loss_curve_is_drawn_as_a_visible_point():
+    """A fitted baseline logs its loss once: its panel must show that value, not an empty axis."""
+    from matplotlib.figure import Figure
+
+    ax = Figure().subplots()
+    report_curves._draw(ax, [{"train/loss": [(1, 0.03)], "val/loss": [(1, 0.027)]},
+                             {"train/loss": [(1, 0.02), (2, 0.01)]}])
+    markers = {(tuple(line.get_xdata()), line.get_marker()) for line in ax.get_lines()}
+    assert markers == {((1,), "o"), ((1, 2), "None")}
+
+
 def test_loss_curves_are_read_from_mlflow_one_panel_per_configuration(store, tmp_path):
     record, truth = store
     run = truth.iloc[0]

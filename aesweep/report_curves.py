@@ -86,6 +86,7 @@ def plot_loss_curves(record: SweepRecord, out_dir: Path) -> list[Path]:
 def _draw(ax: Any, curves: list[dict[str, list[tuple[int, float]]]]) -> None:
     """Every replicate's curves on one axis; each metric labelled once."""
     labelled = set()
+    epochs: set[int] = set()
     for trial in curves:
         for key, (name, colour) in CURVE_METRICS.items():
             if key not in trial:
@@ -96,9 +97,11 @@ def _draw(ax: Any, curves: list[dict[str, list[tuple[int, float]]]]) -> None:
             ax.plot(steps, values, color=colour, lw=1.2, alpha=0.8 if len(curves) > 1 else 1.0,
                     marker="o" if len(steps) == 1 else None, label=None if key in labelled else name)
             labelled.add(key)
-    from matplotlib.ticker import MaxNLocator
+            epochs.update(steps)
+    from matplotlib.ticker import FixedLocator, MaxNLocator
 
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
+    # Epochs are whole numbers; with one epoch MaxNLocator still ticks fractions around it (0.95 ... 1.05).
+    ax.xaxis.set_major_locator(FixedLocator(sorted(epochs)) if len(epochs) == 1 else MaxNLocator(integer=True))
     ax.set_xlabel("epoch", fontsize=8)
     ax.set_ylabel("loss", fontsize=8)
     ax.tick_params(labelsize=7)

@@ -108,6 +108,9 @@ def test_a_one_epoch_loss_curve_is_drawn_as_a_visible_point():
                              {"train/loss": [(1, 0.02), (2, 0.01)]}])
     markers = {(tuple(line.get_xdata()), line.get_marker()) for line in ax.get_lines()}
     assert markers == {((1,), "o"), ((1, 2), "None")}
+    baseline = Figure().subplots()
+    report_curves._draw(baseline, [{"val/loss": [(1, 0.027)]}])
+    assert list(baseline.get_xticks()) == [1]  # one epoch, one tick (not 0.95 ... 1.05)
 
 
 def test_loss_curves_are_read_from_mlflow_one_panel_per_configuration(store, tmp_path):

@@ -125,6 +125,37 @@ def classifier_head(latent_dim: int, num_classes: int, widths: Iterable[int] = (
     return nn.Sequential(*layers)
 
 
+# torch: the layers' own reset_parameters (kaiming_uniform with a = sqrt(5): weights and biases U(+-1/sqrt(fan_in)),
+# variance 1 / (3 fan_in)). lecun_normal: JAX/Flax's default for nn.Dense and nn.Conv(Transpose), a normal
+# truncated at 2 std whose variance after truncation is 1 / fan_in, and zero biases.
+INIT_SCHEMES = ("torch", "lecun_normal")
+# The std of a standard normal truncated to [-2, 2] (scipy.stats.truncnorm(-2, 2).std()), which Flax divides out.
+_TRUNCATED_NORMAL_STD = 0.87962566103423978
+
+
+def initialise(module: nn.Module, scheme: str) -> None:
+    """Re-initialise every Linear, Conv and ConvTranspose weight of ``module`` in place (``scheme`` in
+    ``INIT_SCHEMES``; BatchNorm keeps its ones and zeros). fan_in is Flax's: the input features times the kernel's
+    receptive field, for a transposed conv too (its in_channels, where PyTorch's own fan_in counts the outputs)."""
+    if scheme not in INIT_SCHEMES:
+        raise ValueError(f"unknown init {scheme!r}; known: {', '.join(INIT_SCHEMES)}")
+    if scheme == "torch":
+        return
+    for layer in module.modules():
+        if isinstance(layer, nn.Linear):
+            fan_in = layer.in_features
+        elif isinstance(layer, nn.modules.conv._ConvNd):
+            receptive = layer.weight[0, 0].numel()
+            fan_in = (layer.in_channels if layer.transposed else layer.in_channels // layer.groups) * receptive
+        else:
+            continue
+        std = (1.0 / fan_in) ** 0.5 / _TRUNCATED_NORMAL_STD
+        with torch.no_grad():
+            nn.init.trunc_normal_(layer.weight, std=std, a=-2 * std, b=2 * std)
+            if layer.bias is not None:
+                layer.bias.zero_()
+
+
 class AutoEncoder(nn.Module):
     """Encoder -> bottleneck -> decoder with optional projection / classifier heads on z.
 
@@ -135,6 +166,7 @@ class AutoEncoder(nn.Module):
     latent_noise: std of the Gaussian noise added to z before decoding, training only (0 = none).
     settings: backbone settings (``nets.SETTINGS``: widths, channels, dropout, ...); None values = defaults.
     head_widths, head_dropout, head_batchnorm: the classifier head's hidden layers (``classifier_head``).
+    init: the initial weights, ``initialise``'s scheme.
     """
 
     def __init__(
@@ -154,6 +186,7 @@ class AutoEncoder(nn.Module):
         head_widths: Iterable[int] = (),
         head_dropout: float = 0.0,
         head_batchnorm: bool = False,
+        init: str = "torch",
     ):
         super().__init__()
         heads = frozenset(heads)
@@ -174,6 +207,7 @@ class AutoEncoder(nn.Module):
         self.projection = projection_head(self.latent_dim, projection_dim) if "projection" in heads else None
         self.classifier = (classifier_head(self.latent_dim, num_classes, head_widths, head_dropout, head_batchnorm)
                            if "classifier" in heads else None)
+        initialise(self, init)
 
     @classmethod
     def from_config(
@@ -199,6 +233,7 @@ class AutoEncoder(nn.Module):
             head_widths=model_cfg.head_widths,
             head_dropout=model_cfg.head_dropout,
             head_batchnorm=model_cfg.head_batchnorm,
+            init=model_cfg.init,
         )
 
     @property

@@ -66,7 +66,22 @@ class HalfTanh(nn.Module):
         return torch.tanh(x).add(1).mul(0.5)
 
 
-OUTPUT_ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {"sigmoid": nn.Sigmoid, "tanh": HalfTanh}
+class LinearOutput(nn.Module):
+    """A linear output: the identity while training, clamped to [0, 1] in eval mode.
+
+    The AE of the shapes study (002) is "almost identical to the VAE model", whose decoder "outputs a single
+    scalar" per pixel (a logit in eq. 6), with "the modified MSE loss" on it: an unbounded output under MSE. A
+    sigmoid there kept that AE (dropout 0.2, latent noise 0.2) at the mean image (docs/studies.md, 002). In
+    eval mode the output is projected onto the pixel range, as the PCA baseline's reconstructions are, so every
+    metric, sample and figure sees an image; the projection can only lower the MSE to a target in [0, 1].
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x if self.training else x.clamp(0, 1)
+
+
+OUTPUT_ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {"sigmoid": nn.Sigmoid, "tanh": HalfTanh,
+                                                          "linear": LinearOutput}
 
 
 class Backbone(nn.Module):
@@ -283,7 +298,8 @@ def conv(in_shape: Shape, latent_dim: int, width: float = 1.0, depth: int | None
     decoding a bare z (prior samples, interpolations) feeds zero maps.
 
     ``dropout``: Dropout2d after every encoder block and every decoder stage but the last (default 0).
-    ``output_activation``: sigmoid (default) | tanh (``HalfTanh``: 004's Tanh output, mapped to [0, 1]).
+    ``output_activation``: sigmoid (default) | tanh (``HalfTanh``: 004's Tanh output, mapped to [0, 1]) | linear
+    (``LinearOutput``: 002's AE).
     """
     chans, strs = conv_layout(depth, channels, strides, width)
     c, h, w = in_shape

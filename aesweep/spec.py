@@ -129,7 +129,13 @@ class ModelConfig(Strict):
     strides: list[PositiveInt] | None = None  # conv: the stride (1 or 2) of every block of channels; default 2
     skip_connections: bool | None = None  # conv: decoder stages also receive the encoder maps (U-Net style)
     dropout: Fraction | None = None  # mlp / conv: dropout after every hidden layer / block; default 0
-    output_activation: Literal["sigmoid", "tanh"] | None = None  # the decoder's last activation; default sigmoid
+    # The decoder's last activation; default sigmoid. linear: unbounded in training, clamped to [0, 1] in eval
+    # (nets.LinearOutput; not with a bce reconstruction, whose input must be a probability).
+    output_activation: Literal["sigmoid", "tanh", "linear"] | None = None
+    # Initial weights of every Linear and conv layer (model.INIT_SCHEMES): torch = PyTorch's layer defaults;
+    # lecun_normal = JAX/Flax's Dense and Conv default (truncated normal of variance 1 / fan_in, zero bias), the
+    # init of a study written in JAX (002).
+    init: Literal["torch", "lecun_normal"] = "torch"
     # The classifier head (variants with a classifier head only): hidden widths, e.g. [64]; [] = one Linear.
     head_widths: list[PositiveInt] = Field(default_factory=list)
     head_dropout: Fraction = 0.0  # dropout after every hidden layer of the head
@@ -1116,6 +1122,9 @@ def _model_problems(spec: SweepSpec) -> list[tuple[tuple, str]]:
         if not has_head and getattr(model, key) != getattr(defaults, key):
             found.append((("model", key), f"{key} shapes the classifier head, which variant "
                           f"{' or '.join(variants_drawn)} does not have (variants with one: classifier)"))
+    if "linear" in (_options(model.output_activation) or []) and "bce" in (_options(spec.objective.recon) or []):
+        found.append((("model", "output_activation"), "a linear output is unbounded in training, and a bce "
+                      "reconstruction needs probabilities in [0, 1]: use sigmoid or tanh, or recon mse / mae"))
     for name in _options(spec.dataset.name) or []:
         if catalog.labelled(name):
             continue

@@ -222,6 +222,39 @@ def test_conv_explicit_blocks_004_layout():
     assert torch.allclose(nets.HalfTanh()(t), torch.sigmoid(2 * t), atol=1e-6)
 
 
+def test_linear_output_is_unbounded_in_training_and_an_image_in_eval():
+    # 002's AE: the decoder's scalar output under MSE; eval mode projects it onto the pixel range.
+    bb = nets.build_backbone("mlp", (1, 28, 28), 10, widths=[64], output_activation="linear")
+    assert isinstance(bb.decoder[-2], nets.LinearOutput)
+    z = 50 * torch.randn(16, 10)
+    bb.train()
+    raw = bb.decoder(z)
+    assert raw.min() < 0 and raw.max() > 1  # no squashing: the gradient of a saturated sigmoid is not there
+    bb.eval()
+    assert torch.equal(bb.decoder(z), raw.clamp(0, 1))
+
+
+def test_lecun_normal_init_has_variance_one_over_fan_in_and_zero_bias():
+    from aesweep.model import AutoEncoder, initialise
+
+    torch.manual_seed(0)
+    ae = AutoEncoder("mlp", (1, 28, 28), 10, settings={"widths": [2000, 2000]}, init="lecun_normal")
+    first, second = ae.backbone.encoder[1], ae.backbone.encoder[3]
+    assert first.weight.var().item() * 784 == pytest.approx(1.0, abs=0.01)
+    assert second.weight.var().item() * 2000 == pytest.approx(1.0, abs=0.01)
+    assert first.weight.abs().max().item() <= 2 * (1 / 784) ** 0.5 / 0.87962566103423978 + 1e-6  # truncated at 2 std
+    assert all(m.bias.abs().max() == 0 for m in ae.modules() if isinstance(m, nn.Linear))
+    # PyTorch's own default for the same layer: variance 1 / (3 fan_in), biases not zero.
+    torch_default = AutoEncoder("mlp", (1, 28, 28), 10, settings={"widths": [2000, 2000]})
+    assert torch_default.backbone.encoder[1].weight.var().item() * 784 == pytest.approx(1 / 3, abs=0.01)
+    # A transposed conv's fan_in is its input channels x kernel (Flax's), not PyTorch's output-side count.
+    up = nn.ConvTranspose2d(64, 4, 4)
+    initialise(up, "lecun_normal")
+    assert up.weight.var().item() * 64 * 16 == pytest.approx(1.0, abs=0.1)
+    with pytest.raises(ValueError, match="known: torch, lecun_normal"):
+        initialise(up, "xavier")
+
+
 def test_conv_explicit_blocks_001_four_blocks_three_upsamplings():
     bb = nets.build_backbone("conv", (3, 32, 32), 128, channels=[32, 64, 128, 256], strides=[1, 2, 2, 2])
     assert len([m for m in bb.encoder.modules() if isinstance(m, nn.Conv2d)]) == 4

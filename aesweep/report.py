@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 import re
+import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -620,6 +621,34 @@ def best_rows(record: SweepRecord) -> dict[str, dict[str, Any]]:
     return out
 
 
+def best_trial_figures(record: SweepRecord, best: dict[str, dict[str, Any]], out_dir: Path
+                       ) -> list[tuple[str, Path]]:
+    """The figures each best trial drew (its MLflow ``figures/*.png``: the study's reconstructions, latent plots,
+    traversals, ...), copied to ``out_dir/<trial id>/`` so that the report shows them beside its own plots. One
+    copy per trial when it is best on several metrics; a trial that drew none adds nothing."""
+    out: list[tuple[str, Path]] = []
+    client = tracking.client(record.uri)
+    for row in {row["trial_id"]: row for row in best.values()}.values():
+        run_id = row["run_id"]
+        names = [a.path for a in tracking._retry(lambda r=run_id: client.list_artifacts(r, "figures"))
+                 if not a.is_dir and a.path.endswith(".png")]
+        if not names:
+            continue
+        target = out_dir / str(row["trial_id"])
+        target.mkdir(parents=True, exist_ok=True)
+        for name in sorted(names):
+            local = tracking._retry(lambda r=run_id, n=name: client.download_artifacts(r, n, str(target)))
+            path = target / Path(name).name
+            if Path(local) != path:  # download_artifacts keeps the figures/ folder; flatten it
+                shutil.move(local, path)
+            out.append((f"trial {row['trial_id']} ({_config_text(row, record)}): "
+                        f"{path.stem.replace('_', ' ')}", path))
+        leftover = target / "figures"
+        if leftover.is_dir() and not any(leftover.iterdir()):
+            leftover.rmdir()
+    return out
+
+
 def make_report(record: SweepRecord, out_dir: str | Path, log: bool = True, command: str | None = None) -> Report:
     """Write every table, plot and the summary of ``record`` to ``out_dir`` (created); log them on the parent
     run under ``report/`` when ``log``."""
@@ -676,9 +705,10 @@ def make_report(record: SweepRecord, out_dir: str | Path, log: bool = True, comm
         if importance is not None:
             importance.to_csv(out / "param_importance.csv", index=False)
             files.append(out / "param_importance.csv")
+    best = best_rows(record)
+    figures += best_trial_figures(record, best, plots / "trials")
     files += [p for _, p in figures]
 
-    best = best_rows(record)
     (out / "summary.md").write_text(_summary_md(record, tables, figures, best, pareto, importance, out, command))
     files.insert(0, out / "summary.md")
     if log:

@@ -138,3 +138,40 @@ def test_loss_curves_are_read_from_mlflow_one_panel_per_configuration(store, tmp
                                                                                        "loss_curves_2.png"]
     finally:
         report_curves.CONFIGS_PER_FILE = many
+
+
+def test_the_best_trials_figures_are_copied_into_the_report(tmp_path):
+    """A study's figures are drawn per trial (MLflow figures/*.png): the report shows the best trial's."""
+    from matplotlib.figure import Figure
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    c = MlflowClient(tracking_uri=uri)
+    experiment = c.create_experiment("figs", artifact_location=str(tmp_path / "artifacts"))
+    parent = c.create_run(experiment, tags={tracking.SWEEP_TAG: "figs"}, run_name="figs").info.run_id
+    drawn = {}
+    for variant, mse in (("ae", 0.01), ("vae", 0.02)):
+        run = c.create_run(experiment, tags={"mlflow.parentRunId": parent,
+                                             tracking.TRIAL_TAG: f"{variant}-2-0"}).info.run_id
+        for key, value in {"objective.variant": variant, "model.latent_dim": "2", "train.seed": "0",
+                           "model.backbone": "mlp"}.items():
+            c.log_param(run, key, value)
+        c.log_metric(run, "test/mse", mse, step=1)
+        png = tmp_path / variant / "traversals.png"
+        png.parent.mkdir()
+        fig = Figure()
+        fig.subplots().plot([0, 1], [mse, 0])
+        fig.savefig(png)
+        c.log_artifact(run, str(png), "figures")
+        drawn[variant] = png.read_bytes()
+        c.set_terminated(run, "FINISHED")
+    record = rep.load_record(uri, parent, parse_spec(SPEC, "hand.yaml"))
+    report = rep.make_report(record, tmp_path / "out", log=False)
+    copies = sorted((tmp_path / "out" / "plots" / "trials").rglob("*.png"))
+    assert len(copies) == 1 and copies[0].name == "traversals.png"
+    assert copies[0].read_bytes() == drawn["ae"]  # the best trial on test/mse (min), not the other
+    assert copies[0] in report.files
+    trial_id = copies[0].parent.name
+    summary = (tmp_path / "out" / "summary.md").read_text()
+    assert f"(plots/trials/{trial_id}/traversals.png)" in summary and f"trial {trial_id}" in summary
+    rep.make_report(record, tmp_path / "out", log=False)  # a second report over the first: same files
+    assert sorted((tmp_path / "out" / "plots" / "trials").rglob("*.png")) == copies

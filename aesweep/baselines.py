@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 BASELINES: Registry[Callable[..., nn.Module]] = Registry("baseline")
 
 # Figures that decode a code: meaningless for a baseline without a decoder (raw_pixels).
-DECODING_FIGURES = frozenset({"reconstructions", "interpolation", "traversals", "prior_samples"})
+DECODING_FIGURES = frozenset({"reconstructions", "interpolation", "traversals", "zeroed_dims", "prior_samples"})
 
 
 class _Baseline(nn.Module):

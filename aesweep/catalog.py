@@ -38,7 +38,7 @@ PROBES = ("knn", "logreg", "mlp", "mlp_torch", "random_forest")
 CLUSTERERS = ("gmm", "hdbscan", "kmeans")
 # In the order ``eval.figures`` lists them (the spec's type is built from this tuple).
 FIGURES = ("reconstructions", "latent_pca", "latent_tsne", "image_tsne", "interpolation", "traversals",
-           "prior_samples", "latent_2d", "decoded_grid", "latent_histograms", "latent_by_class",
+           "zeroed_dims", "prior_samples", "latent_2d", "decoded_grid", "latent_histograms", "latent_by_class",
            "factor_correlation", "loss_curves")
 
 # registry.ALL's key -> the built-in names (a table above), or the torch-free module that registers them.

@@ -361,6 +361,44 @@ def traversals(ctx: _Context) -> Figure:
     return fig
 
 
+ZEROED_IMAGES = 6  # test images (columns) of the zeroed-dimension figure
+
+
+def zeroed_codes(base: Tensor, dims: Sequence[int]) -> Tensor:
+    """``base`` (n, D) followed by one copy per entry of ``dims`` with that dimension set to 0: (n (1 + len(dims)), D),
+    block 0 the codes as they are, block r (rows r n .. (r + 1) n - 1) with dimension ``dims[r - 1]`` zeroed."""
+    codes = base.repeat(len(dims) + 1, 1)
+    n = len(base)
+    for r, dim in enumerate(dims, start=1):
+        codes[r * n:(r + 1) * n, dim] = 0.0
+    return codes
+
+
+@_figure("zeroed_dims")
+def zeroed_dims(ctx: _Context) -> Figure:
+    """What each latent dimension carries (the shapes study's "zeroing out"): test images (top row), their
+    reconstructions, then one row per dimension with that dimension of the code set to 0 before decoding; up to
+    ``MAX_CLASS_DIMS`` dimensions, those of largest variance over the test codes when there are more."""
+    index = _one_per_class_first(ctx, ZEROED_IMAGES)
+    x = ctx.images(index)
+    base = ctx.embed(x)
+    dims = _dims_by_variance(ctx.codes, MAX_CLASS_DIMS)
+    n = len(index)
+    decoded = gen.decode(ctx.model, zeroed_codes(base, dims))
+    fig = ctx.new_figure(1.0 * n + 1.2, 1.0 * (len(dims) + 2) + 0.8,
+                         "test images, their reconstructions, and the reconstruction with one dimension zeroed")
+    axes = fig.subplots(len(dims) + 2, n, squeeze=False)
+    for j in range(n):
+        _show(axes[0, j], x[j])
+        for r in range(len(dims) + 1):
+            _show(axes[r + 1, j], decoded[r * n + j])
+    axes[0, 0].set_ylabel("input", fontsize=8)
+    axes[1, 0].set_ylabel("reconstruction", fontsize=8)
+    for r, dim in enumerate(dims, start=2):
+        axes[r, 0].set_ylabel(f"z[{dim}] = 0", fontsize=8)
+    return fig
+
+
 @_figure("prior_samples")
 def prior_samples(ctx: _Context) -> Figure:
     """An 8 x 8 grid of decoded draws from the latent prior."""

@@ -133,6 +133,26 @@ def test_figures_for_a_gaussian_model_and_rgb_images(tmp_path):
         assert_readable_png(path)
 
 
+def test_zeroed_dims_decodes_each_code_with_one_dimension_at_zero(shapes, tmp_path):
+    base = torch.arange(1.0, 13.0).view(3, 4)  # 3 codes of 4 dimensions, none zero
+    codes = figures.zeroed_codes(base, [0, 2])
+    assert codes.shape == (9, 4)
+    assert torch.equal(codes[:3], base)  # block 0: the codes as they are
+    for block, dim in ((1, 0), (2, 2)):
+        rows = codes[3 * block:3 * (block + 1)]
+        assert torch.all(rows[:, dim] == 0)
+        assert torch.equal(torch.cat([rows[:, :dim], rows[:, dim + 1:]], 1),
+                           torch.cat([base[:, :dim], base[:, dim + 1:]], 1))  # nothing else changed
+    # The figure: inputs, reconstructions, and one row per dimension (tiny() has 4, all shown).
+    ctx = figures._Context(tiny(), shapes, "t", None, 0, 50, 5000)
+    fig = figures.zeroed_dims(ctx)
+    labels = [ax.get_ylabel() for ax in fig.axes if ax.get_ylabel()]
+    assert labels == ["input", "reconstruction", "z[0] = 0", "z[1] = 0", "z[2] = 0", "z[3] = 0"]
+    assert len(fig.axes) == 6 * figures.ZEROED_IMAGES
+    (path,) = figures.make_figures(tiny(), shapes, ["zeroed_dims"], tmp_path, "ae | shapes | latent 4")
+    assert_readable_png(path)
+
+
 def test_unknown_figure_names_fail_before_any_work(shapes, tmp_path):
     with pytest.raises(ValueError, match="known: reconstructions"):
         figures.make_figures(tiny(), shapes, ["reconstructions", "umap"], tmp_path / "none", "t")

@@ -191,10 +191,14 @@ def train_one(
             progress.update(task, completed=step, total=steps, epoch=f"{epoch}/{trial.train.epochs}")
 
         def report(metrics: dict[str, float], epoch: int, checkpoint: Path | None) -> None:
-            line = (f"epoch {epoch}: train/loss {metrics['train/loss']:.4f}  val/loss {metrics['val/loss']:.4f}  "
-                    f"val/mse {metrics['val/mse']:.5f}  val/psnr {metrics['val/psnr']:.2f} dB  "
-                    f"({metrics['time/epoch_s']:.1f} s)")
-            progress.update(task, last=f"val/loss {metrics['val/loss']:.4f}")
+            # A trial resumed from the checkpoint of its last epoch reports only the final measurements (no
+            # train/loss): print what there is.
+            shown = [("train/loss", "{:.4f}"), ("val/loss", "{:.4f}"), ("val/mse", "{:.5f}"), ("val/psnr", "{:.2f} dB")]
+            line = f"epoch {epoch}: " + "  ".join(f"{k} {fmt.format(metrics[k])}" for k, fmt in shown if k in metrics)
+            if "time/epoch_s" in metrics:
+                line += f"  ({metrics['time/epoch_s']:.1f} s)"
+            if "val/loss" in metrics:
+                progress.update(task, last=f"val/loss {metrics['val/loss']:.4f}")
             progress.console.print(line, highlight=False)
 
         try:

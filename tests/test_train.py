@@ -181,6 +181,11 @@ def test_train_one_cli_prints_final_metrics(tmp_path):
     assert result.exit_code == 0, result.output
     assert "model.latent_dim=4" in result.output and "test/mse" in result.output
     assert (tmp_path / "out" / "trial.yaml").read_text().count("variant: sparse") == 1
+    # Resumed from the checkpoint of its last epoch: nothing left to train, only the final measurements.
+    again = CliRunner().invoke(app, ["train-one", str(spec), "--out", str(tmp_path / "out"), "--resume",
+                                     "--set", "objective.variant=sparse"])
+    assert again.exit_code == 0, again.output
+    assert "trial failed" not in again.output and "test/mse" in again.output
 
 
 def test_train_one_cli_rejects_a_bad_spec_with_exit_2(tmp_path):

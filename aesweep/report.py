@@ -637,7 +637,7 @@ def best_trial_figures(record: SweepRecord, best: dict[str, dict[str, Any]], out
         target = out_dir / str(row["trial_id"])
         target.mkdir(parents=True, exist_ok=True)
         for name in sorted(names):
-            local = tracking._retry(lambda r=run_id, n=name: client.download_artifacts(r, n, str(target)))
+            local = tracking._retry(lambda r=run_id, n=name, t=target: client.download_artifacts(r, n, str(t)))
             path = target / Path(name).name
             if Path(local) != path:  # download_artifacts keeps the figures/ folder; flatten it
                 shutil.move(local, path)

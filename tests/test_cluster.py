@@ -390,24 +390,40 @@ def stack(home, tmp_path_factory):
     # in the foreground, so stopping it stops exactly the Ray it started (never `ray stop`: that stops every Ray
     # of this user on the machine). Its own short temp dir: socket paths must stay under 108 characters.
     temp = Path(tempfile.mkdtemp(prefix="aesray-", dir="/tmp"))
-    ray_log = temp / "ray-start.log"
-    port = free_port()
     ray_env = child_env(home, RAY_AUTH_MODE="token")
-    with mlflow_log.open("w") as out1, ray_log.open("w") as out2:
+
+    def start_head(attempt: int) -> tuple[subprocess.Popen, int, Path]:
+        # free_port() only names a port that was free a moment ago: any process's outgoing connection (the other
+        # test worker's Ray, say) can take it before the GCS binds it. Such a head exits "Address already in
+        # use"; it is started again on a fresh port (below), the only failure retried.
+        port = free_port()
+        log = temp / f"ray-start-{attempt}.log"
+        (temp / f"t{attempt}").mkdir()
+        with log.open("w") as out:
+            proc = subprocess.Popen(
+                [str(BIN / "ray"), "start", "--head", "--block", "--port", str(port), "--num-cpus", "2",
+                 "--include-dashboard=false", "--dashboard-host=127.0.0.1", "--dashboard-port", str(free_port()),
+                 "--dashboard-agent-listen-port", str(free_port()), "--dashboard-agent-grpc-port",
+                 str(free_port()), "--runtime-env-agent-port", str(free_port()), "--metrics-export-port",
+                 str(free_port()), "--temp-dir", str(temp / f"t{attempt}"), "--disable-usage-stats"],
+                stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=ray_env)
+        return proc, port, log
+
+    with mlflow_log.open("w") as out1:
         server = subprocess.Popen(mlflow_command(cluster_config(), root / "artifacts"), cwd=root, stdout=out1,
                                   stderr=subprocess.STDOUT, start_new_session=True,
                                   env=child_env(home, MLFLOW_HOST="127.0.0.1", MLFLOW_PORT=url.rsplit(":", 1)[1],
                                                 MLFLOW_WORKERS="1"))  # 2 shared CPUs here
-        head = subprocess.Popen(
-            [str(BIN / "ray"), "start", "--head", "--block", "--port", str(port), "--num-cpus", "2",
-             "--include-dashboard=false", "--dashboard-host=127.0.0.1", "--dashboard-port", str(free_port()),
-             "--dashboard-agent-listen-port", str(free_port()), "--dashboard-agent-grpc-port", str(free_port()),
-             "--runtime-env-agent-port", str(free_port()), "--metrics-export-port", str(free_port()),
-             "--temp-dir", str(temp), "--disable-usage-stats"],
-            stdout=out2, stderr=subprocess.STDOUT, start_new_session=True, env=ray_env)
+    attempt = 0
+    head, port, ray_log = start_head(attempt)
     try:
         deadline = time.monotonic() + 150
         while "Ray runtime started" not in ray_log.read_text():
+            if head.poll() is not None and "already in use" in ray_log.read_text() and attempt < 2:
+                stop_group(head, leader_only=True)
+                attempt += 1
+                head, port, ray_log = start_head(attempt)
+                continue
             assert head.poll() is None and time.monotonic() < deadline, ray_log.read_text()
             time.sleep(0.3)
         while True:

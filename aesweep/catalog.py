@@ -41,6 +41,9 @@ FIGURES = ("reconstructions", "latent_pca", "latent_tsne", "image_tsne", "interp
            "zeroed_dims", "prior_samples", "latent_2d", "decoded_grid", "latent_histograms", "latent_by_class",
            "factor_correlation", "loss_curves")
 
+# model.initialise's schemes (the spec's type of model.init is built from this tuple).
+INIT_SCHEMES = ("torch", "lecun_normal")
+
 # registry.ALL's key -> the built-in names (a table above), or the torch-free module that registers them.
 BUILTIN: dict[str, frozenset[str] | str] = {
     "datasets": frozenset(DATASETS),

@@ -636,16 +636,13 @@ def best_trial_figures(record: SweepRecord, best: dict[str, dict[str, Any]], out
             continue
         target = out_dir / str(row["trial_id"])
         target.mkdir(parents=True, exist_ok=True)
-        for name in sorted(names):
-            local = tracking._retry(lambda r=run_id, n=name, t=target: client.download_artifacts(r, n, str(t)))
-            path = target / Path(name).name
-            if Path(local) != path:  # download_artifacts keeps the figures/ folder; flatten it
-                shutil.move(local, path)
-            out.append((f"trial {row['trial_id']} ({_config_text(row, record)}): "
-                        f"{path.stem.replace('_', ' ')}", path))
-        leftover = target / "figures"
-        if leftover.is_dir() and not any(leftover.iterdir()):
-            leftover.rmdir()
+        with tempfile.TemporaryDirectory() as tmp:  # one download of the folder, then its PNGs moved up
+            local = Path(tracking._retry(lambda r=run_id, t=tmp: client.download_artifacts(r, "figures", t)))
+            for name in sorted(Path(n).name for n in names):
+                path = target / name
+                shutil.move(local / name, path)
+                out.append((f"trial {row['trial_id']} ({_config_text(row, record)}): "
+                            f"{path.stem.replace('_', ' ')}", path))
     return out
 
 

@@ -135,7 +135,7 @@ class ModelConfig(Strict):
     # Initial weights of every Linear and conv layer (model.INIT_SCHEMES): torch = PyTorch's layer defaults;
     # lecun_normal = JAX/Flax's Dense and Conv default (truncated normal of variance 1 / fan_in, zero bias), the
     # init of a study written in JAX (002).
-    init: Literal["torch", "lecun_normal"] = "torch"
+    init: Literal[catalog.INIT_SCHEMES] = "torch"  # type: ignore[valid-type]
     # The classifier head (variants with a classifier head only): hidden widths, e.g. [64]; [] = one Linear.
     head_widths: list[PositiveInt] = Field(default_factory=list)
     head_dropout: Fraction = 0.0  # dropout after every hidden layer of the head

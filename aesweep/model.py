@@ -128,7 +128,8 @@ def classifier_head(latent_dim: int, num_classes: int, widths: Iterable[int] = (
 
 # torch: the layers' own reset_parameters (kaiming_uniform with a = sqrt(5): weights and biases U(+-1/sqrt(fan_in)),
 # variance 1 / (3 fan_in)). lecun_normal: JAX/Flax's default for nn.Dense and nn.Conv(Transpose), a normal
-# truncated at 2 std whose variance after truncation is 1 / fan_in, and zero biases.
+# truncated at 2 std whose variance after truncation is 1 / fan_in, and zero biases (catalog.INIT_SCHEMES).
+
 # The std of a standard normal truncated to [-2, 2] (scipy.stats.truncnorm(-2, 2).std()), which Flax divides out.
 _TRUNCATED_NORMAL_STD = 0.87962566103423978
 

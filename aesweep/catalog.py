@@ -43,6 +43,9 @@ FIGURES = ("reconstructions", "latent_pca", "latent_tsne", "image_tsne", "interp
 
 # model.initialise's schemes (the spec's type of model.init is built from this tuple).
 INIT_SCHEMES = ("torch", "lecun_normal")
+# The decoder's last activations, nets.OUTPUT_ACTIVATIONS' keys (the spec's type of model.output_activation is built
+# from this tuple); the first is the default.
+OUTPUT_ACTIVATIONS = ("sigmoid", "tanh", "linear")
 
 # registry.ALL's key -> the built-in names (a table above), or the torch-free module that registers them.
 BUILTIN: dict[str, frozenset[str] | str] = {

@@ -131,7 +131,7 @@ class ModelConfig(Strict):
     dropout: Fraction | None = None  # mlp / conv: dropout after every hidden layer / block; default 0
     # The decoder's last activation; default sigmoid. linear: unbounded in training, clamped to [0, 1] in eval
     # (nets.LinearOutput; not with a bce reconstruction, whose input must be a probability).
-    output_activation: Literal["sigmoid", "tanh", "linear"] | None = None
+    output_activation: Literal[catalog.OUTPUT_ACTIVATIONS] | None = None  # type: ignore[valid-type]
     # Initial weights of every Linear and conv layer (model.INIT_SCHEMES): torch = PyTorch's layer defaults;
     # lecun_normal = JAX/Flax's Dense and Conv default (truncated normal of variance 1 / fan_in, zero bias), the
     # init of a study written in JAX (002).

@@ -353,7 +353,7 @@ def test_a_drawn_warmup_too_long_fails_on_the_concrete_trial():
 
 
 def test_catalog_tables_equal_the_registries():
-    from aesweep import backbone_rules, catalog, registry
+    from aesweep import backbone_rules, catalog, model, nets, registry
 
     registry.load_all()
     assert set(catalog.BUILTIN) == set(registry.ALL)
@@ -368,6 +368,9 @@ def test_catalog_tables_equal_the_registries():
     for name, rules in backbone_rules.BUILTIN.items():  # nets.py's factories take their rules from the table
         factory = registry.BACKBONES.get(name)
         assert (factory.settings, factory.check) == (rules.settings, rules.check), name
+    # The spec's model.output_activation and model.init accept exactly what nets and model.initialise build.
+    assert tuple(nets.OUTPUT_ACTIVATIONS) == catalog.OUTPUT_ACTIVATIONS
+    assert model.INIT_SCHEMES is catalog.INIT_SCHEMES
 
 
 def test_a_name_registered_elsewhere_still_validates(monkeypatch):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import math
 import os
 import re
 import shutil
@@ -620,7 +621,30 @@ def corrupt(x: torch.Tensor, sigma: float, generator: torch.Generator | None = N
     return (x + sigma * noise).clamp_(0, 1)
 
 
-def _augment(x: torch.Tensor, flip: bool, generator: torch.Generator | None, pad: int, jitter: float) -> torch.Tensor:
+def resized_crop(x: torch.Tensor, min_scale: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """SimCLR's random resized crop, batched: per image a window of area fraction U(min_scale, 1) and aspect
+    ratio log-uniform in [3/4, 4/3] (each side capped at the image's), at a uniform position inside the image,
+    resized back to (H, W) bilinearly. ``x`` float (B, C, H, W); the result has x's shape, dtype and device, values
+    within x's range. ``min_scale == 1`` returns ``x`` itself."""
+    if min_scale >= 1:
+        return x
+    b, dev = x.shape[0], x.device
+    u = torch.rand(4, b, device=dev, generator=generator, dtype=x.dtype)
+    area = min_scale + (1 - min_scale) * u[0]
+    ratio = torch.exp(math.log(3 / 4) + (math.log(4 / 3) - math.log(3 / 4)) * u[1])  # width / height
+    sw, sh = (area * ratio).sqrt().clamp(max=1), (area / ratio).sqrt().clamp(max=1)  # sides, fractions of W, H
+    # affine_grid's theta maps output coordinates in [-1, 1] into the input: scale by the side, shift the
+    # window's centre anywhere that keeps it inside the image.
+    theta = torch.zeros(b, 2, 3, device=dev, dtype=x.dtype)
+    theta[:, 0, 0], theta[:, 1, 1] = sw, sh
+    theta[:, 0, 2], theta[:, 1, 2] = (1 - sw) * (2 * u[2] - 1), (1 - sh) * (2 * u[3] - 1)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def _augment(x: torch.Tensor, flip: bool, generator: torch.Generator | None, pad: int, jitter: float,
+             scale: float) -> torch.Tensor:
+    x = resized_crop(x, scale, generator)
     b, c, h, w = x.shape
     dev = x.device
     padded = F.pad(x, (pad, pad, pad, pad))  # zeros: the crop may show black borders, as in the usual recipe
@@ -642,11 +666,13 @@ def _augment(x: torch.Tensor, flip: bool, generator: torch.Generator | None, pad
 
 
 def two_views(x: torch.Tensor, *, flip: bool, generator: torch.Generator | None = None, pad: int | None = None,
-              jitter: float = 0.2) -> tuple[torch.Tensor, torch.Tensor]:
+              jitter: float = 0.2, scale: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Two independently augmented views of a float batch ``x`` (B, C, H, W) in [0, 1], each (B, C, H, W) in [0, 1]
-    on x's device: random crop after zero padding (``pad`` px; default min(H, W) // 8: 4 for 32x32, 3 for 28x28),
-    horizontal flip with probability 0.5 if ``flip``, contrast and brightness jitter of +-``jitter``. Batched
-    gathers, no per-sample loop; every random number comes from ``generator`` (on x's device), so one seed gives
-    the same views."""
+    on x's device: if ``scale`` is set, a random resized crop of area fraction U(scale, 1) (``resized_crop``,
+    SimCLR's); then a random crop after zero padding (``pad`` px; default min(H, W) // 8: 4 for 32x32, 3 for
+    28x28), horizontal flip with probability 0.5 if ``flip``, contrast and brightness jitter of +-``jitter``.
+    Batched gathers, no per-sample loop; every random number comes from ``generator`` (on x's device), so one seed
+    gives the same views."""
     pad = max(1, min(x.shape[-2:]) // 8) if pad is None else pad
-    return _augment(x, flip, generator, pad, jitter), _augment(x, flip, generator, pad, jitter)
+    scale = 1.0 if scale is None else scale
+    return _augment(x, flip, generator, pad, jitter, scale), _augment(x, flip, generator, pad, jitter, scale)

@@ -169,6 +169,9 @@ class ObjectiveConfig(Strict):
     # 32x32; 0: no crop) and the contrast / brightness jitter (+-, 0: none) of each view.
     augment_pad: NonNegInt | None = None
     augment_jitter: NonNegFloat | None = None
+    # Two-view variants: the smallest area fraction of SimCLR's random resized crop (0.08 in SimCLR, 0.2 in
+    # SupContrast), applied before the padded crop; None: no resized crop.
+    augment_scale: Annotated[float, Field(gt=0, le=1)] | None = None
     softmax_mae_weight: NonNegFloat | None = None  # classifier: weight of MAE(softmax, one-hot) beside CE (004)
 
 

@@ -116,7 +116,8 @@ class _Stepper:
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         o = cfg.objective
         # Knobs the loss terms read by keyword; a PriorConfig goes in as plain numbers.
-        self.augment = {"pad": o.augment_pad, "jitter": 0.2 if o.augment_jitter is None else o.augment_jitter}
+        self.augment = {"pad": o.augment_pad, "jitter": 0.2 if o.augment_jitter is None else o.augment_jitter,
+                        "scale": o.augment_scale}
         self.knobs = {
             "recon": o.recon,
             "mae_weight": o.mae_weight,

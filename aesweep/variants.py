@@ -23,10 +23,11 @@ Head = Literal["projection", "classifier"]
 
 # Objective knobs a variant may own. Their types live in spec.ObjectiveConfig.
 KNOBS = ("sparsity", "noise_sigma", "beta", "prior", "latent_noise", "temperature", "augment_pad", "augment_jitter",
-         "softmax_mae_weight")
-# The two views' augmentation (data.two_views): crop padding in px (None: min(H, W) // 8) and contrast /
-# brightness jitter. The studies that use two views do not name their augmentations, so they are knobs.
-TWO_VIEW_KNOBS = {"augment_pad": None, "augment_jitter": 0.2}
+         "augment_scale", "softmax_mae_weight")
+# The two views' augmentation (data.two_views): crop padding in px (None: min(H, W) // 8), contrast / brightness
+# jitter and the resized crop's smallest area (None: none). The studies that use two views do not name their
+# augmentations, so they are knobs.
+TWO_VIEW_KNOBS = {"augment_pad": None, "augment_jitter": 0.2, "augment_scale": None}
 
 
 @dataclass(frozen=True)

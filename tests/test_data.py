@@ -715,6 +715,32 @@ def test_two_views_without_crop_or_jitter_are_the_image_and_jitter_moves_every_p
 
 
 @pytest.mark.parametrize("device", DEVICES)
+def test_resized_crop_magnifies_a_window_of_the_asked_area(device):
+    """On a ramp image (value = column fraction + row fraction, apart) every resized crop is a ramp over a
+    sub-window: monotone along both axes, and its spans in x and y multiply to an area in [min_scale, 1] (up to
+    the bilinear edge pixel); smaller min_scale gives smaller windows on average."""
+    h, w = 28, 28
+    cols = torch.linspace(0, 1, w).expand(h, w)
+    rows = torch.linspace(0, 1, h)[:, None].expand(h, w)
+    x = torch.stack([cols, rows])[None].expand(256, 2, h, w).contiguous().to(device)
+    assert data.resized_crop(x, 1.0) is x
+    mean_area = {}
+    for min_scale in (0.08, 0.5):
+        v = data.resized_crop(x, min_scale, torch.Generator(device=device).manual_seed(0)).cpu()
+        assert v.shape == x.shape and v.dtype == x.dtype
+        assert (v.diff(dim=-1)[:, 0] >= -1e-6).all() and (v.diff(dim=-2)[:, 1] >= -1e-6).all()
+        span_x = v[:, 0, :, -1].mean(1) - v[:, 0, :, 0].mean(1)
+        span_y = v[:, 1, -1, :].mean(1) - v[:, 1, 0, :].mean(1)
+        # each side spans its fraction of the image minus one pixel's worth: (s * W - 1) / (W - 1)
+        area = ((span_x * (w - 1) + 1) / w) * ((span_y * (h - 1) + 1) / h)
+        assert area.min() > min_scale * 0.95 and area.max() <= 1 + 1e-5
+        mean_area[min_scale] = area.mean().item()
+    assert mean_area[0.08] < mean_area[0.5] < 0.95
+    again = data.resized_crop(x, 0.08, torch.Generator(device=device).manual_seed(0)).cpu()
+    assert torch.equal(again, data.resized_crop(x, 0.08, torch.Generator(device=device).manual_seed(0)).cpu())
+
+
+@pytest.mark.parametrize("device", DEVICES)
 def test_two_views_reproducible_distinct_in_range(device):
     x = data.to_float(load_dataset(DatasetConfig(name="shapes", train_size=64, val_fraction=0),
                                    device=device).train.images)

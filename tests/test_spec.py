@@ -60,6 +60,8 @@ MALFORMED = [
      "spec.yaml:4: objective.augment_pad: augment_pad is not a knob of variant ae (it belongs to: contrastive, supcon)"),
     ("negative crop padding", "name: s\nobjective:\n  variant: contrastive\n  contrastive: {augment_pad: -1}\n",
      "spec.yaml:4: objective.contrastive.augment_pad: input should be greater than or equal to 0"),
+    ("resized crop of no area", "name: s\nobjective:\n  variant: contrastive\n  contrastive: {augment_scale: 0}\n",
+     "spec.yaml:4: objective.contrastive.augment_scale: input should be greater than 0"),
     ("distribution outside a searchable section", "name: s\nsearch:\n  num_samples: {choice: [4, 8]}\n",
      "spec.yaml:3: search.num_samples: distributions are not allowed in search; give a fixed value"),
     ("grid over a continuous range", "name: s\nsearch: {algorithm: grid}\ntrain:\n  lr: {uniform: [0.001, 0.01]}\n",

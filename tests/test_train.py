@@ -212,15 +212,17 @@ def test_the_final_report_measures_the_validation_split_with_every_configured_me
     assert result.metrics["val/mse"] == epochs[-1]["val/mse"]  # the last epoch's, not overwritten
 
 
-@pytest.mark.parametrize("pad, jitter, same", [(0, 0.0, True), (None, 0.0, False), (0, 0.2, False)])
-def test_the_trials_augmentation_knobs_make_the_two_views(shapes, pad, jitter, same):
-    """objective.augment_pad / augment_jitter reach the views the contrastive loss compares: without crop and
-    jitter (and no flip) both views are the image itself; the default 3-px crop or a jitter makes them differ."""
+@pytest.mark.parametrize("pad, jitter, scale, same", [(0, 0.0, None, True), (None, 0.0, None, False),
+                                                      (0, 0.2, None, False), (0, 0.0, 0.2, False)])
+def test_the_trials_augmentation_knobs_make_the_two_views(shapes, pad, jitter, scale, same):
+    """objective.augment_pad / augment_jitter / augment_scale reach the views the contrastive loss compares:
+    without crop, jitter or resized crop (and no flip) both views are the image itself; the default 3-px crop, a
+    jitter or a resized crop makes them differ."""
     from aesweep.train import _Stepper
 
     cfg = tiny("contrastive")
     cfg = cfg.model_copy(update={"objective": cfg.objective.model_copy(
-        update={"augment_pad": pad, "augment_jitter": jitter})})
+        update={"augment_pad": pad, "augment_jitter": jitter, "augment_scale": scale})})
     model, objective = build(cfg, shapes)
     seen: list[torch.Tensor] = []
 

@@ -40,6 +40,28 @@ TOOLS = ("ip", "unshare", "nsenter", "ssh", "ssh-keygen", "rsync")
 SSHD = "/usr/sbin/sshd"
 
 
+def _run_dirs_under_tmp() -> list[Path]:
+    """The top directories under /tmp that this test run lives in (a checkout cloned there, its virtual
+    environment): a host's private /tmp would hide them, and the hosts run that checkout's ``ray``."""
+    tops: list[Path] = []
+    for path in (Path(__file__).resolve().parents[1], Path(sys.prefix).resolve(), Path(sys.base_prefix).resolve()):
+        with contextlib.suppress(ValueError, IndexError):
+            top = Path("/tmp") / path.relative_to("/tmp").parts[0]
+            if top not in tops:
+                tops.append(top)
+    return tops
+
+
+def private_tmp(tmp: Path) -> list[str]:
+    """Shell commands (inside a new mount namespace) that put the host's ``tmp`` on /tmp, with the test run's own
+    directories under /tmp bound back into it first, so that they stay where every path names them."""
+    commands = []
+    for top in _run_dirs_under_tmp():
+        (tmp / top.name).mkdir(exist_ok=True)
+        commands.append(f"mount --bind {shlex.quote(str(top))} {shlex.quote(str(tmp / top.name))}")
+    return [*commands, f"mount --rbind {shlex.quote(str(tmp))} /tmp"]
+
+
 def missing_tools() -> list[str]:
     """What this machine lacks to build the lab (an empty list: it can)."""
     missing = [t for t in TOOLS if shutil.which(t) is None]
@@ -189,7 +211,7 @@ class Lab:
                 top = real_home / path.relative_to(real_home).parts[0]
                 if top not in [b for b, _ in binds]:
                     binds.append((top, host.home / top.relative_to(real_home)))
-        script = [f"hostname {host.name}", f"mount --bind {host.tmp} /tmp"]
+        script = [f"hostname {host.name}", *private_tmp(host.tmp)]
         for source, target in binds:
             target.mkdir(parents=True, exist_ok=True)
             script.append(f"mount --bind {shlex.quote(str(source))} {shlex.quote(str(target))}")
@@ -299,7 +321,7 @@ class Lab:
         state and SSH control sockets there)."""
         laptop = self.hosts["laptop"]
         return ["ip", "netns", "exec", laptop.netns, "unshare", "--mount", "--propagation", "private", "bash",
-                "-c", f'mount --bind {laptop.tmp} /tmp && exec "$@"', "laptop", *argv]
+                "-c", " && ".join([*private_tmp(laptop.tmp), 'exec "$@"']), "laptop", *argv]
 
     def on_laptop(self, *argv: str, timeout: float = 600, check: bool = True, cwd: Path | None = None,
                   env: dict[str, str] | None = None) -> subprocess.CompletedProcess:

@@ -40,26 +40,24 @@ TOOLS = ("ip", "unshare", "nsenter", "ssh", "ssh-keygen", "rsync")
 SSHD = "/usr/sbin/sshd"
 
 
-def _run_dirs_under_tmp() -> list[Path]:
-    """The top directories under /tmp that this test run lives in (a checkout cloned there, its virtual
-    environment): a host's private /tmp would hide them, and the hosts run that checkout's ``ray``."""
-    tops: list[Path] = []
-    for path in (Path(__file__).resolve().parents[1], Path(sys.prefix).resolve(), Path(sys.base_prefix).resolve()):
-        with contextlib.suppress(ValueError, IndexError):
-            top = Path("/tmp") / path.relative_to("/tmp").parts[0]
-            if top not in tops:
-                tops.append(top)
-    return tops
+def _run_paths() -> tuple[Path, ...]:
+    """Where this test run lives: the checkout (the hosts run its ``ray``), its virtual environment and the
+    interpreter that environment was made from."""
+    return (Path(__file__).resolve().parents[1], Path(sys.prefix).resolve(), Path(sys.base_prefix).resolve(),
+            Path(sys.executable).resolve())
 
 
-def private_tmp(tmp: Path) -> list[str]:
-    """Shell commands (inside a new mount namespace) that put the host's ``tmp`` on /tmp, with the test run's own
-    directories under /tmp bound back into it first, so that they stay where every path names them."""
+def private_mount(private: Path, shared: Path) -> list[str]:
+    """Shell commands (inside a new mount namespace) that put a host's ``private`` directory on ``shared`` (/tmp,
+    the home directory), after binding the top directories of the test run's own paths under ``shared`` back into
+    it, so that the shared environment still runs where every path names it."""
     commands = []
-    for top in _run_dirs_under_tmp():
-        (tmp / top.name).mkdir(exist_ok=True)
-        commands.append(f"mount --bind {shlex.quote(str(top))} {shlex.quote(str(tmp / top.name))}")
-    return [*commands, f"mount --rbind {shlex.quote(str(tmp))} /tmp"]
+    for top in dict.fromkeys(shared / path.relative_to(shared).parts[0]
+                             for path in _run_paths() if path != shared and path.is_relative_to(shared)):
+        target = private / top.relative_to(shared)
+        target.mkdir(parents=True, exist_ok=True)
+        commands.append(f"mount --bind {shlex.quote(str(top))} {shlex.quote(str(target))}")
+    return [*commands, f"mount --rbind {shlex.quote(str(private))} {shlex.quote(str(shared))}"]
 
 
 def missing_tools() -> list[str]:
@@ -205,18 +203,9 @@ class Lab:
         hostname, /tmp and home; the paths of the Python environment that live under root's home (a pyenv
         interpreter, say) are bound into the private home so that the shared environment still runs."""
         real_home = Path(self.home_inside)
-        binds = []
-        for path in {Path(sys.prefix).resolve(), Path(sys.base_prefix).resolve(), Path(sys.executable).resolve()}:
-            with contextlib.suppress(ValueError):
-                top = real_home / path.relative_to(real_home).parts[0]
-                if top not in [b for b, _ in binds]:
-                    binds.append((top, host.home / top.relative_to(real_home)))
-        script = [f"hostname {host.name}", *private_tmp(host.tmp)]
-        for source, target in binds:
-            target.mkdir(parents=True, exist_ok=True)
-            script.append(f"mount --bind {shlex.quote(str(source))} {shlex.quote(str(target))}")
-        script += [f"mount --rbind {host.home} {real_home}", "mkdir -p /run/sshd",
-                   f"exec {SSHD} -D -e -f {real_home}/.sshd/sshd_config"]
+        script = [f"hostname {host.name}", *private_mount(host.tmp, Path("/tmp")),
+                  *private_mount(host.home, real_home), "mkdir -p /run/sshd",
+                  f"exec {SSHD} -D -e -f {real_home}/.sshd/sshd_config"]
         log = (host.dir / "sshd.log").open("w")
         host.init = subprocess.Popen(
             ["ip", "netns", "exec", host.netns, "unshare", "--mount", "--uts", "--pid", "--fork", "--mount-proc",
@@ -321,7 +310,7 @@ class Lab:
         state and SSH control sockets there)."""
         laptop = self.hosts["laptop"]
         return ["ip", "netns", "exec", laptop.netns, "unshare", "--mount", "--propagation", "private", "bash",
-                "-c", " && ".join([*private_tmp(laptop.tmp), 'exec "$@"']), "laptop", *argv]
+                "-c", " && ".join([*private_mount(laptop.tmp, Path("/tmp")), 'exec "$@"']), "laptop", *argv]
 
     def on_laptop(self, *argv: str, timeout: float = 600, check: bool = True, cwd: Path | None = None,
                   env: dict[str, str] | None = None) -> subprocess.CompletedProcess:

@@ -22,17 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aesweep import backbone_rules, catalog, variants
-from aesweep.spec import (
-    Choice,
-    Distribution,
-    Grid,
-    IntRange,
-    LogUniform,
-    ModelConfig,
-    Problem,
-    SweepSpec,
-    Uniform,
-)
+from aesweep.spec import Distribution, ModelConfig, Problem, SpecError, SweepSpec
 
 # A GPU trial checked on a machine without one (a laptop submitting to a cluster) is held to the largest single
 # accelerator memory on sale (NVIDIA H200: 141 GB), so only what fits no GPU at all is rejected there.
@@ -54,16 +44,9 @@ class Estimate:
 
 
 def largest(path: str, dist: Distribution) -> Any:
-    """A chooser for ``SweepSpec.resolve``: the high end of every numeric distribution (the largest model the
-    sweep can draw), the first option of a categorical one."""
-    if isinstance(dist, IntRange | Uniform | LogUniform):
-        return dist.bounds[1]
-    if isinstance(dist, Choice | Grid):
-        options = dist.options
-        if all(isinstance(o, int | float) and not isinstance(o, bool) for o in options):
-            return max(options)
-        return options[0]
-    return dist.first()
+    """A chooser for ``SweepSpec.resolve``: every distribution's high end (the largest model the sweep can
+    draw; a categorical one of non-numbers gives its first option)."""
+    return dist.high()
 
 
 def _objective(trial: Any, shape: tuple[int, int, int]) -> variants.Objective:
@@ -163,7 +146,7 @@ def problems(spec: SweepSpec) -> list[Problem]:
     """One problem if the largest model ``spec`` can draw cannot fit the memory of the device that trains it."""
     try:
         trial = spec.resolve(largest)
-    except Exception:  # resolving problems are the spec checks' to report
+    except SpecError:  # the largest combination is not a valid trial: the spec checks report why
         return []
     # Without importing torch: a GPU trial is first held to the largest GPU there is, whatever this machine has.
     gpu = spec.resources.gpu

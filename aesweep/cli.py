@@ -334,11 +334,11 @@ def resume(
     address: Annotated[str | None, typer.Option(help="Ray cluster address.")] = None,
 ) -> None:
     """Continue an interrupted sweep where it stopped; each trial keeps its MLflow run."""
-    from aesweep import sweep
+    from aesweep import sweep, tune_state
 
     try:
         outcome = _run_live(sweep.resume_sweep, name_or_path, storage=storage, address=address)
-    except FileNotFoundError as err:
+    except (FileNotFoundError, tune_state.NoIntactState) as err:
         _fail(str(err))
     _finish(outcome)
 
@@ -405,11 +405,14 @@ def submit(
              "package, the code the cluster runs.")] = None,
     installed: Annotated[bool, typer.Option(help="Ship nothing: the cluster runs its installed aesweep and reads "
                                             "SPEC from its own disk.")] = False,
+    env: Annotated[list[str] | None, typer.Option(
+        "--env", metavar="KEY=VALUE", help="An environment variable for the job's driver and every trial "
+        "(Ray's runtime_env env_vars), e.g. MLFLOW_HTTP_REQUEST_MAX_RETRIES=2; repeatable.")] = None,
 ) -> None:
     """Run a sweep (or resume one) on a Ray cluster as a Ray Job: the driver runs on the head, so this machine can
     disconnect. Prints the job id and the commands to follow it."""
     _submit_job(spec_file, address, resume_name, set_ or [], stage or [], name, storage, tracking_uri, smoke,
-                working_dir, installed)
+                working_dir, installed, env or [])
 
 
 # What a job's working directory never needs (results, stores, caches); .gitignore'd files are left out by Ray too.
@@ -419,7 +422,7 @@ _JOB_EXCLUDES = [".git", ".venv", "**/__pycache__", "aesweep-results", "reports"
 
 def _submit_job(spec_file: Path | None, address: str | None, resume_name: str | None, overrides: list[str],
                 stages: list[str], name: str | None, storage: str | None, tracking_uri: str | None, smoke: bool,
-                working_dir: Path | None, installed: bool) -> None:
+                working_dir: Path | None, installed: bool, env: list[str] | None = None) -> None:
     import shlex
     from urllib.parse import urlparse
 
@@ -449,7 +452,15 @@ def _submit_job(spec_file: Path | None, address: str | None, resume_name: str | 
         args += ["--tracking-uri", tracking_uri] if tracking_uri else []
         args += ["--smoke"] if smoke else []
     args += ["--storage", storage] if storage else []
-    runtime_env = {} if installed else {"working_dir": str(root), "excludes": _JOB_EXCLUDES}
+    runtime_env: dict = {} if installed else {"working_dir": str(root), "excludes": _JOB_EXCLUDES}
+    env_vars = {}
+    for item in env or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            _fail(f"--env {item}: KEY=VALUE expected")
+        env_vars[key.strip()] = value
+    if env_vars:
+        runtime_env["env_vars"] = env_vars
     # A cluster with token authentication (cluster.yaml, cluster-onprem.yaml): the client sends the token of
     # ~/.ray/auth_token (or RAY_AUTH_TOKEN) when RAY_AUTH_MODE=token.
     if os.environ.get("RAY_AUTH_TOKEN") or (Path.home() / ".ray" / "auth_token").exists():

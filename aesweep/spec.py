@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import math
+import random
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Annotated, Any, Generic, Literal, TypeVar, Union, get_args, get_origin
@@ -334,31 +336,74 @@ DIST_KEYS = ("choice", "grid", "uniform", "loguniform", "int")
 
 
 class Distribution(BaseModel):
+    """A searched field. Each kind owns its ends and its seeded draw, so that no caller switches on kinds:
+    ``low()`` / ``high()`` are the smallest and largest value it can yield (for categorical options: the
+    smallest / largest when all are numbers, else the first), ``draw(rng)`` one value from ``random.Random``."""
+
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     def first(self) -> Any:
         """The value a trial takes when nobody searches: the first option or the low end."""
         raise NotImplementedError
 
+    def low(self) -> Any:
+        raise NotImplementedError
 
-class Choice(Distribution, Generic[V]):
-    choice: Annotated[list[V], Field(min_length=1)]
+    def high(self) -> Any:
+        raise NotImplementedError
+
+    def draw(self, rng: random.Random) -> Any:
+        raise NotImplementedError
+
+    def suggest(self, trial: Any, name: str) -> Any:
+        """One value from an Optuna trial (duck-typed: ``suggest_categorical`` / ``suggest_float`` /
+        ``suggest_int``), under ``name``."""
+        raise NotImplementedError
+
+
+def _numeric(options: list[Any]) -> bool:
+    return all(isinstance(o, int | float) and not isinstance(o, bool) for o in options)
+
+
+class _Categorical(Distribution):
+    """Choice and grid: a list of options, drawn with equal probability."""
+
+    @property
+    def options(self) -> list[Any]:
+        raise NotImplementedError
 
     def first(self) -> Any:
-        return self.choice[0]
+        return self.options[0]
+
+    def low(self) -> Any:
+        return min(self.options) if _numeric(self.options) else self.options[0]
+
+    def high(self) -> Any:
+        return max(self.options) if _numeric(self.options) else self.options[0]
+
+    def draw(self, rng: random.Random) -> Any:
+        return self.options[rng.randrange(len(self.options))]
+
+    def suggest(self, trial: Any, name: str) -> Any:
+        options = self.options
+        if all(o is None or isinstance(o, bool | int | float | str) for o in options):
+            return trial.suggest_categorical(name, options)
+        # Optuna's categories must be plain values: index the others (priors, lists).
+        return options[trial.suggest_categorical(name, list(range(len(options))))]
+
+
+class Choice(_Categorical, Generic[V]):
+    choice: Annotated[list[V], Field(min_length=1)]
 
     @property
     def options(self) -> list[Any]:
         return list(self.choice)
 
 
-class Grid(Distribution, Generic[V]):
+class Grid(_Categorical, Generic[V]):
     """Like choice, but exhaustive: grid search runs every value (and TPE treats it as categorical)."""
 
     grid: Annotated[list[V], Field(min_length=1)]
-
-    def first(self) -> Any:
-        return self.grid[0]
 
     @property
     def options(self) -> list[Any]:
@@ -381,6 +426,18 @@ class Uniform(Distribution, Generic[V]):
     def first(self) -> Any:
         return self.uniform[0]
 
+    def low(self) -> Any:
+        return self.uniform[0]
+
+    def high(self) -> Any:
+        return self.uniform[1]
+
+    def draw(self, rng: random.Random) -> float:
+        return rng.uniform(*self.uniform)
+
+    def suggest(self, trial: Any, name: str) -> float:
+        return trial.suggest_float(name, *self.uniform)
+
 
 class LogUniform(Distribution, Generic[V]):
     loguniform: tuple[V, V]
@@ -394,6 +451,19 @@ class LogUniform(Distribution, Generic[V]):
 
     def first(self) -> Any:
         return self.loguniform[0]
+
+    def low(self) -> Any:
+        return self.loguniform[0]
+
+    def high(self) -> Any:
+        return self.loguniform[1]
+
+    def draw(self, rng: random.Random) -> float:
+        lo, hi = self.loguniform
+        return min(hi, max(lo, math.exp(rng.uniform(math.log(lo), math.log(hi)))))  # exp(log(x)) may round out
+
+    def suggest(self, trial: Any, name: str) -> float:
+        return trial.suggest_float(name, *self.loguniform, log=True)
 
 
 class IntRange(Distribution, Generic[V]):
@@ -411,6 +481,35 @@ class IntRange(Distribution, Generic[V]):
 
     def first(self) -> Any:
         return self.bounds[0]
+
+    def low(self) -> Any:
+        return self.bounds[0]
+
+    def high(self) -> Any:
+        return self.bounds[1]
+
+    def draw(self, rng: random.Random) -> int:
+        """Uniform over lo..hi, or with ``log``: log-uniform over [lo - 1/2, hi + 1/2] rounded to the nearest
+        integer (Optuna's rule), so that each integer k has probability proportional to log((k + 1/2) / (k - 1/2))
+        and every octave gets the same share."""
+        lo, hi = int(self.bounds[0]), int(self.bounds[1])
+        if not self.log:
+            return rng.randint(lo, hi)
+        value = round(math.exp(rng.uniform(math.log(lo - 0.5), math.log(hi + 0.5))))
+        return min(hi, max(lo, value))
+
+    def suggest(self, trial: Any, name: str) -> int:
+        return trial.suggest_int(name, *self.bounds, log=self.log)
+
+
+def lowest(value: Any) -> Any:
+    """The smallest value a field can take: its distribution's low end, or the value itself when fixed."""
+    return value.low() if isinstance(value, Distribution) else value
+
+
+def highest(value: Any) -> Any:
+    """The largest value a field can take: its distribution's high end, or the value itself when fixed."""
+    return value.high() if isinstance(value, Distribution) else value
 
 
 def _dist_kind(value: Any) -> str | None:
@@ -1075,8 +1174,7 @@ def _semantic_problems(spec: SweepSpec) -> list[tuple[tuple, str]]:
     if spec.search.scheduler.metric and spec.search.scheduler.name == "none":
         found.append((("search", "scheduler", "metric"), "a metric is set but no scheduler is chosen"))
     sch, epochs = spec.search.scheduler, spec.train.epochs
-    max_epochs = (max(epochs.options) if isinstance(epochs, Choice | Grid) else
-                  epochs.bounds[1] if isinstance(epochs, IntRange) else epochs)
+    max_epochs = highest(epochs)
     if sch.name != "none" and isinstance(max_epochs, int) and sch.grace_period > max_epochs:
         found.append((("search", "scheduler", "grace_period"),
                       f"grace period {sch.grace_period} is longer than the {max_epochs} epoch(s) a trial trains"))
@@ -1146,8 +1244,7 @@ def _schedule_problems(spec: SweepSpec) -> list[tuple[tuple, str]]:
     if isinstance(sch, Distribution):
         return []
     epochs = spec.train.epochs
-    fewest = (min(epochs.options) if isinstance(epochs, Choice | Grid) else
-              epochs.bounds[0] if isinstance(epochs, IntRange) else epochs)
+    fewest = lowest(epochs)
     warmup = sch.warmup_epochs if isinstance(sch.warmup_epochs, int) else None
     params = {k: getattr(sch, k) for k in SCHEDULE_PARAMS if getattr(sch, k) is not None}
     found: list[tuple[tuple, str]] = []

@@ -26,16 +26,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aesweep import tracking
+from aesweep import loopback, tracking, tune_state
 from aesweep.spec import (
-    Choice,
     Distribution,
-    Grid,
-    IntRange,
-    LogUniform,
     SweepSpec,
     TrialConfig,
-    Uniform,
+    highest,
     parse_spec,
     replay,
     scheduler_metrics,
@@ -81,42 +77,12 @@ def smoke_overrides(spec: SweepSpec) -> list[str]:
 
 def _optuna_choose(ot_trial: Any) -> Callable[[str, Distribution], Any]:
     """A chooser backed by an Optuna trial: each distribution becomes an Optuna suggestion named by its path."""
-
-    def choose(path: str, dist: Distribution) -> Any:
-        if isinstance(dist, Choice | Grid):
-            options = dist.options
-            if all(o is None or isinstance(o, bool | int | float | str) for o in options):
-                return ot_trial.suggest_categorical(path, options)
-            # Optuna's categories must be plain values: index the others (priors, lists).
-            return options[ot_trial.suggest_categorical(path, list(range(len(options))))]
-        if isinstance(dist, Uniform):
-            return ot_trial.suggest_float(path, *dist.uniform)
-        if isinstance(dist, LogUniform):
-            return ot_trial.suggest_float(path, *dist.loguniform, log=True)
-        if isinstance(dist, IntRange):
-            return ot_trial.suggest_int(path, *dist.bounds, log=dist.log)
-        raise TypeError(f"unsupported distribution {dist!r}")
-
-    return choose
+    return lambda path, dist: dist.suggest(ot_trial, path)
 
 
 def _random_choose(rng: random.Random) -> Callable[[str, Distribution], Any]:
-    def choose(path: str, dist: Distribution) -> Any:
-        if isinstance(dist, Choice | Grid):
-            return dist.options[rng.randrange(len(dist.options))]
-        if isinstance(dist, Uniform):
-            return rng.uniform(*dist.uniform)
-        if isinstance(dist, LogUniform):
-            lo, hi = dist.loguniform
-            return math.exp(rng.uniform(math.log(lo), math.log(hi)))
-        if isinstance(dist, IntRange):
-            lo, hi = dist.bounds
-            if dist.log:
-                return int(round(math.exp(rng.uniform(math.log(lo), math.log(hi + 0.999)) - 0.4999)))
-            return rng.randint(lo, hi)
-        raise TypeError(f"unsupported distribution {dist!r}")
-
-    return choose
+    """A chooser for random search: each distribution's own seeded draw (``Distribution.draw``)."""
+    return lambda path, dist: dist.draw(rng)
 
 
 @functools.lru_cache(maxsize=4)
@@ -209,7 +175,7 @@ def trainable(config: dict[str, Any]) -> None:
         final = {k: v for k, v in metrics.items() if k.startswith(FINAL_PREFIXES)}
         run.log_epoch({k: v for k, v in metrics.items() if k not in final}, epoch)
         if final:
-            run.log_metrics(final, epoch)
+            run.log_final(final, epoch)
             for path in result_artifacts(workdir):
                 run.log_artifact(path, path.parent.name)
             run.end("FINISHED")
@@ -257,6 +223,7 @@ class SweepState:
     parent_run_id: str
     experiment_path: str
     cpu: float = 1.0
+    max_points: int | None = None  # --smoke: the first grid points only (a resume runs the same ones)
 
     def save(self) -> None:
         _write_text(_join(self.experiment_path, STATE_FILE), json.dumps(self.__dict__, indent=2))
@@ -353,8 +320,15 @@ def _init_ray(address: str | None) -> None:
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS")
-    ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False,
-             configure_logging=True)
+    if address:  # joining a cluster: the driver advertises the address the cluster reaches it on
+        ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False,
+                 configure_logging=True)
+        return
+    # A Ray of our own, on loopback only (aesweep.loopback). "local": never join whatever Ray this machine last
+    # started (ray.init's default for no address); sharing one is `--address auto`.
+    loopback.pin_environment()
+    ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False,
+             configure_logging=True, **loopback.init_kwargs())
 
 
 def _search(spec: SweepSpec, max_points: int | None = None) -> tuple[Any, dict[str, Any], int]:
@@ -391,9 +365,7 @@ def _scheduler(spec: SweepSpec) -> Any:
     sch = spec.search.scheduler
     if sch.name == "none":
         return None
-    epochs = spec.train.epochs
-    max_t = sch.max_t or (max(epochs.options) if isinstance(epochs, Choice | Grid) else (
-        epochs.bounds[1] if isinstance(epochs, IntRange) else epochs))
+    max_t = sch.max_t or highest(spec.train.epochs)
     metrics = scheduler_metrics(spec)
     if sch.name == "moasha":
         from aesweep.moasha import MOASHAScheduler
@@ -415,7 +387,7 @@ def _scheduler_state(scheduler: Any) -> dict[str, Any] | None:
         return None
     if hasattr(scheduler, "get_state"):
         return {"kind": "get_state", "state": scheduler.get_state()}
-    return {"kind": "dict", "state": dict(scheduler.__dict__)}
+    return {"kind": "dict", "state": {k: v for k, v in scheduler.__dict__.items() if k != "on_trial_result"}}
 
 
 def _set_scheduler_state(scheduler: Any, saved: dict[str, Any] | None) -> None:
@@ -457,7 +429,6 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, storage: str | Non
     """Run a whole sweep; returns when every trial ended (or on Ctrl-C, with ``interrupted``).
 
     max_points: run only the first points of a grid (``--smoke``)."""
-    from ray import tune
 
     _init_ray(address)
     uri = tracking.resolve_uri(spec.tracking.uri, tracking_uri)
@@ -472,44 +443,78 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, storage: str | Non
         {"aesweep.spec_file": Path(spec.source or "<spec>").name, "aesweep.spec_hash": spec.hash,
          "aesweep.storage": str(experiment_path)})
     state = SweepState(spec.name, spec_json, spec.source or "", uri, parent, str(experiment_path),
-                       spec.resources.cpu)
+                       spec.resources.cpu, max_points)
     state.save()
 
-    search_alg, space, num_samples = _search(spec, max_points)
-    scheduler = _scheduler(spec)
-    param_space = {"aesweep": {"spec": spec_json, "uri": uri, "parent_run_id": parent, "cpu": spec.resources.cpu},
-                   **space}
+    tuner = _new_tuner(spec, state, address, progress)
+    return _fit(tuner, state)
+
+
+def _new_tuner(spec: SweepSpec, state: SweepState, address: str | None, progress: Callable[[Any], Any] | None
+               ) -> Any:
+    """The Tuner of a sweep's first session (in ``state.experiment_path``, Tune writes ``tuner.pkl`` there)."""
+    from ray import tune
     from ray.tune import CheckpointConfig, FailureConfig, RunConfig, TuneConfig
 
+    root, name = state.experiment_path.rstrip("/").rsplit("/", 1)  # _join(storage root, sweep name)
+    search_alg, space, num_samples = _search(spec, state.max_points)
+    scheduler = _scheduler(spec)
+    param_space = {"aesweep": {"spec": state.spec_json, "uri": state.uri, "parent_run_id": state.parent_run_id,
+                               "cpu": spec.resources.cpu}, **space}
     tuner = tune.Tuner(
         tune.with_resources(trainable, _trial_resources(spec, address)),
         param_space=param_space,
         tune_config=TuneConfig(search_alg=search_alg, scheduler=scheduler, num_samples=num_samples,
                                max_concurrent_trials=spec.search.max_concurrent, reuse_actors=True),
         run_config=RunConfig(
-            name=spec.name, storage_path=root, verbose=0,
-            checkpoint_config=CheckpointConfig(num_to_keep=1),
+            name=name, storage_path=root, verbose=0,
+            # On local storage aesweep deletes a trial's older checkpoints itself, once a state that no longer
+            # names them is saved whole (tune_state.prune_checkpoints): the checkpoint a resume restores always
+            # exists and matches the scheduler's rungs saved with it. On a URI, Tune keeps the newest.
+            checkpoint_config=CheckpointConfig(num_to_keep=1 if _is_uri(state.experiment_path) else None),
             failure_config=FailureConfig(max_failures=spec.search.max_failures),
-            callbacks=[_Driver(state, progress, scheduler, _expected_trials(spec, max_points))],
+            callbacks=[_Driver(state, progress, scheduler, _expected_trials(spec, state.max_points))],
         ),
     )
-    return _fit(tuner, state)
+    tune_state.snapshot_tuner(state.experiment_path)
+    return tuner
 
 
 def resume_sweep(name_or_path: str, *, storage: str | None = None, address: str | None = None,
                  progress: Callable[[Any], Any] | None = None) -> Outcome:
     """Continue an interrupted sweep: unfinished and errored trials resume from their checkpoints, each
-    re-attached to its MLflow child run; runs a crash left RUNNING are closed."""
+    re-attached to its MLflow child run; runs a crash left RUNNING are closed.
+
+    Tune's files are first put back to the last state it saved whole (``tune_state``). A sweep killed before
+    Tune saved any state has run no trial (Tune saves before it starts the first one): it starts afresh, in the
+    same parent run. Raises ``tune_state.NoIntactState`` (before Ray is started or anything in MLflow is
+    changed) when no intact state is left but trials have runs in MLflow."""
     from ray import tune
 
     state = SweepState.load(name_or_path, storage)
-    for line in [*set_aside_torn_state(state.experiment_path), *repair_dangling_checkpoints(state.experiment_path)]:
+    path = state.experiment_path
+    for line in [*tune_state.restore_snapshot(path), *tune_state.set_aside_torn_state(path)]:
         print(f"aesweep: {line}", file=sys.stderr)
-    _init_ray(address)
-    tracking.client(state.uri).update_run(state.parent_run_id, status="RUNNING")
     spec = state.spec
+    fresh = not tune_state.has_experiment_state(path)
+    if fresh:
+        runs = tracking.children(state.uri, state.parent_run_id)
+        if runs:
+            raise tune_state.NoIntactState(
+                f"{path}: Tune's experiment state has no intact copy, but {len(runs)} trial run(s) of this sweep "
+                f"are in MLflow: resuming would run them again; nothing was changed (`python -m aesweep run` with "
+                f"--name starts the sweep anew)")
+        print(f"aesweep: {path}: the sweep was stopped before Tune saved its first state, when no trial had "
+              f"started: it starts from the beginning", file=sys.stderr)
+    else:
+        for line in tune_state.repair_dangling_checkpoints(path):
+            print(f"aesweep: {line}", file=sys.stderr)
+    _init_ray(address)
+    tracking.set_status_running(state.uri, state.parent_run_id)
+    if fresh:
+        return _fit(_new_tuner(spec, state, address, progress), state)
     tuner = tune.Tuner.restore(
-        state.experiment_path,
+        path,
         trainable=tune.with_resources(trainable, _trial_resources(spec, address)),
         resume_unfinished=True, resume_errored=True,
     )
@@ -517,100 +522,54 @@ def resume_sweep(name_or_path: str, *, storage: str | None = None, address: str 
     # scheduler comes back from the Tuner's pickle as it was built (empty rungs); the driver's callback state,
     # restored by Tune with the experiment state, puts back its rungs (see _Driver.set_state).
     scheduler = tuner._local_tuner._tune_config.scheduler
-    tuner._local_tuner._run_config.callbacks = [_Driver(state, progress, scheduler, _expected_trials(spec))]
+    _follow_history(scheduler, _history(state))
+    tuner._local_tuner._run_config.callbacks = [_Driver(state, progress, scheduler, _expected_trials(spec,
+                                                                                               state.max_points))]
     return _fit(tuner, state)
 
 
-# Tune writes its driver state (trials, callbacks with the scheduler's rungs, searcher) atomically in a staging
-# directory, then copies it into the storage path; a driver killed during that copy leaves a file cut short there,
-# and Tuner.restore, which reads the newest of each kind, would fail on it (an EOFError from a callback-states
-# pickle, seen once in four kills in the test suite).
-# Pattern -> (how Tune wrote it, what a resume loses when no intact copy is left). Tune pickles the searchers'
-# states, whatever their file names say.
-_TUNE_STATE_FILES = {
-    "experiment_state-*.json": ("json", "Tune has no record of the trials to resume from"),
-    "callback-states-*.pkl": ("pickle", "the scheduler starts with empty rungs"),
-    "searcher-state-*.pkl": ("pickle", "Tune starts that part afresh"),
-    "search_gen_state-*.json": ("pickle", "Tune starts that part afresh"),
-    "basic-variant-state-*.json": ("pickle", "Tune starts that part afresh"),
-}
+def _history(state: SweepState) -> dict[str, tuple[int, int | None]]:
+    """What MLflow, the record, holds of each trial: trial id -> (its last epoch, the rung it was pruned at or
+    None)."""
+    out = {}
+    for run in tracking.children(state.uri, state.parent_run_id):
+        tags = run.data.tags
+        rung = tags.get(RUNG_TAG) if tags.get(tracking.PRUNED_TAG) == "true" else None
+        out[tags.get(tracking.TRIAL_TAG, "?")] = (int(run.data.metrics.get("epoch", 0)),
+                                                   int(rung) if rung is not None else None)
+    return out
 
 
-def _load_error(path: Path, kind: str) -> Exception | None:
-    import ray.cloudpickle as pickle
+def _follow_history(scheduler: Any, history: dict[str, tuple[int, int | None]]) -> None:
+    """Make a resumed sweep's scheduler decide as the lost session did where MLflow shows what it decided.
 
-    try:
-        json.loads(path.read_text()) if kind == "json" else pickle.loads(path.read_bytes())
-    except Exception as err:  # torn: truncated JSON or pickle, whatever the exception type
-        return err
-    return None
+    Tune resumes each trial from the checkpoint of the last state saved whole, which may lag what the trials
+    went on to do and log before the crash; the trials then train those epochs again (same seeds, same values,
+    nothing logged twice) and meet their rungs again, where an asynchronous scheduler may now decide otherwise
+    (other trials' arrivals differ). The record stands: a trial MLflow shows past epoch e was continued at every
+    rung before e, and one MLflow shows pruned at rung r stops there. Decisions MLflow does not show (at or
+    after a trial's last logged epoch) are the scheduler's own; every result still reaches it, so its rungs
+    hold each trial's vectors as an uninterrupted sweep's would."""
+    if scheduler is None or not history:
+        return
+    from ray.tune.schedulers import TrialScheduler
 
+    original = scheduler.on_trial_result
 
-def set_aside_torn_state(experiment_path: str | Path) -> list[str]:
-    """Move Tune driver-state files that do not load (cut short by a crash) into ``torn/`` beside them, so
-    that a resume reads the newest intact ones. Returns one line per file moved, saying what it costs. Remote
-    storage (a URI) is left to Tune."""
-    root = Path(str(experiment_path))
-    if "://" in str(experiment_path) or not root.is_dir():
-        return []
-    lines = []
-    for pattern, (kind, lost) in _TUNE_STATE_FILES.items():
-        paths = sorted(root.glob(pattern))
-        torn = {path: err for path in paths if (err := _load_error(path, kind)) is not None}
-        intact = [path.name for path in paths if path not in torn]
-        # Tune restores the greatest name of each kind.
-        cost = f"the resume uses {max(intact)}" if intact else f"no intact copy is left: {lost}"
-        for path, err in torn.items():
-            (root / "torn").mkdir(exist_ok=True)
-            path.replace(root / "torn" / path.name)
-            lines.append(f"{path.name} was cut short by the crash ({type(err).__name__}); set aside in "
-                         f"{root / 'torn'}; {cost}")
-    return lines
+    def on_trial_result(controller: Any, trial: Any, result: dict) -> str:
+        decision = original(controller, trial, result)
+        last, rung = history.get(trial.trial_id, (0, None))
+        epoch = result.get("epoch")
+        if epoch is None:
+            return decision
+        if rung is not None and epoch >= rung:
+            return TrialScheduler.STOP
+        if decision == TrialScheduler.STOP and epoch < last:
+            getattr(scheduler, "_stopped", {}).pop(trial.trial_id, None)  # MO-ASHA remembers its stops
+            return TrialScheduler.CONTINUE
+        return decision
 
-
-def repair_dangling_checkpoints(experiment_path: str | Path) -> list[str]:
-    """Point a trial whose recorded checkpoint no longer exists at the newest one it wrote after it.
-
-    With ``CheckpointConfig(num_to_keep=1)`` Tune deletes a trial's previous checkpoint as soon as it registers
-    the next one, but writes the experiment state that names the trial's latest checkpoint afterwards, in the
-    background. A driver killed in between leaves a state that names a deleted checkpoint, and the resumed trial
-    fails with "Could not recover from checkpoint as it does not exist on storage anymore" (seen on the on-prem
-    test cluster: one of two trials lost to a driver SIGKILL). The newer checkpoint is there: its epochs were
-    logged to MLflow by the trial itself, so continuing from it loses and repeats nothing. Returns one line per
-    trial repaired. Remote storage (a URI) is left to Tune.
-    """
-    root = Path(str(experiment_path))
-    states = sorted(root.glob("experiment_state-*.json")) if "://" not in str(experiment_path) else []
-    if not states:
-        return []
-    from ray.train import Checkpoint
-    from ray.tune.utils.serialization import TuneFunctionDecoder, TuneFunctionEncoder
-
-    path = states[-1]  # the one Tune restores
-    data = json.loads(path.read_text())
-    lines = []
-    for entry in data.get("trial_data", []):
-        runtime = json.loads(entry[1], cls=TuneFunctionDecoder, allow_cloudpickle=True)  # our own storage
-        manager = runtime.get("checkpoint_manager")
-        latest = getattr(manager, "latest_checkpoint_result", None)
-        if latest is None or latest.checkpoint is None or Path(latest.checkpoint.path).exists():
-            continue
-        gone = Path(latest.checkpoint.path)
-        newer = sorted(p for p in gone.parent.glob("checkpoint_*") if p.is_dir() and p.name > gone.name)
-        if not newer:
-            continue
-        latest.checkpoint = Checkpoint(str(newer[-1]), filesystem=latest.checkpoint.filesystem)
-        # Tune names a trial's checkpoints checkpoint_<index>, one per report: iteration = index + 1.
-        latest.metrics = {**latest.metrics, "training_iteration": int(newer[-1].name.split("_")[-1]) + 1}
-        manager._checkpoint_results = [latest]
-        entry[1] = json.dumps(runtime, cls=TuneFunctionEncoder)
-        lines.append(f"{gone.parent.name}: its recorded checkpoint {gone.name} was deleted before the crash "
-                     f"saved the experiment state; the resume continues it from {newer[-1].name}")
-    if lines:
-        staged = path.with_name(path.name + ".tmp")
-        staged.write_text(json.dumps(data))
-        staged.replace(path)
-    return lines
+    scheduler.on_trial_result = on_trial_result
 
 
 def _survive_memory_monitor_kills() -> None:
@@ -644,12 +603,19 @@ def _survive_memory_monitor_kills() -> None:
 
 def _fit(tuner: Any, state: SweepState) -> Outcome:
     _survive_memory_monitor_kills()
+    tune_state.install_atomic_upload()
     interrupted = False
     with _SigintWatch() as sigint:
         try:
             tuner.fit()
         except KeyboardInterrupt:  # a second Ctrl-C while Tune was saving its state
             interrupted = True
+        except BaseException:
+            # The driver's own end: no run of this sweep is left RUNNING behind an error (a resume continues it).
+            with contextlib.suppress(Exception):
+                tracking.close_running_children(state.uri, state.parent_run_id, "KILLED")
+                tracking.set_status(state.uri, state.parent_run_id, "KILLED")
+            raise
     interrupted = interrupted or sigint.received
     # Whatever is still RUNNING now has no process behind it (stopped by a scheduler, or interrupted).
     tracking.close_running_children(state.uri, state.parent_run_id, "KILLED")

@@ -49,6 +49,11 @@ PRUNED_TAG = "aesweep.pruned"  # "true" on a KILLED child run that the scheduler
 ATTEMPT_TAG = "aesweep.attempt"  # the id of the trial attempt that owns the child run now
 RETRY_ENV = "AESWEEP_MLFLOW_RETRY_S"
 DEFAULT_RETRY_S = 600.0
+RETRIES_TAG = "aesweep.tracking_retries"  # on a trial's run: calls this attempt retried over an unreachable server
+
+# Retries made by _retry in this process, by cause: evidence that a server outage was carried through by aesweep
+# (not by MLflow's own per-request retries, which MLFLOW_HTTP_REQUEST_MAX_RETRIES controls).
+RETRIES = {"transient": 0, "locked": 0}
 
 
 def resolve_uri(spec_uri: str | None = None, cli_uri: str | None = None) -> str:
@@ -79,11 +84,13 @@ def _retry(fn: Callable[[], T], attempts: int = 12) -> T:
             if "locked" in str(err).lower():
                 if attempt >= attempts:
                     raise
+                RETRIES["locked"] += 1
             elif _transient(err):
                 if deadline is None:
                     deadline = time.monotonic() + float(os.environ.get(RETRY_ENV, DEFAULT_RETRY_S))
                 if time.monotonic() >= deadline:
                     raise
+                RETRIES["transient"] += 1
                 delay = max(delay, 1.0)
             else:
                 raise
@@ -182,6 +189,12 @@ def set_status(uri: str, run_id: str, status: str, reason: str | None = None) ->
     _retry(lambda: c.set_terminated(run_id, status))
 
 
+def set_status_running(uri: str, run_id: str) -> None:
+    """Mark a run RUNNING again (a resumed sweep's parent)."""
+    c = client(uri)
+    _retry(lambda: c.update_run(run_id, status="RUNNING"))
+
+
 def children(uri: str, parent_run_id: str) -> list[Any]:
     """Every child run of a parent run (any status)."""
     c = client(uri)
@@ -224,6 +237,7 @@ class TrialRun:
         self.uri = uri
         self.client = client(uri)
         self.attempt = uuid.uuid4().hex
+        self.retries_before = RETRIES["transient"]
         tags = {**tags, ATTEMPT_TAG: self.attempt}
         c = self.client
         parent = _retry(lambda: c.get_run(parent_run_id))
@@ -236,7 +250,7 @@ class TrialRun:
             # run of the trial: the oldest one is the trial's run, the others are deleted.
             oldest = self._oldest(parent.info.experiment_id, query, delete_others=True)
             if oldest is not None and oldest.info.run_id == created.info.run_id:
-                self.run_id, self.last_epoch, self.resumed = created.info.run_id, 0, False
+                self.run_id, self.last_epoch, self.resumed, self.held = created.info.run_id, 0, False, set()
                 return
             existing = oldest or created
         self.run_id = existing.info.run_id
@@ -248,6 +262,7 @@ class TrialRun:
         history = _retry(lambda: c.get_metric_history(self.run_id, "epoch"))
         self.last_epoch = max((int(m.value) for m in history), default=0)
         self.resumed = True
+        self.held = set(existing.data.metrics)  # what the run holds already (final metrics: see log_final)
 
     def _oldest(self, experiment_id: str, query: str, delete_others: bool = False) -> Any:
         runs = _retry(lambda: self.client.search_runs([experiment_id], query, max_results=50))
@@ -273,7 +288,7 @@ class TrialRun:
         """An existing child run by its id, for logging more into it (an eval-only sweep); status untouched."""
         run = cls.__new__(cls)
         run.uri, run.client, run.run_id = uri, client(uri), run_id
-        run.last_epoch, run.resumed, run.attempt = 0, True, None
+        run.last_epoch, run.resumed, run.attempt, run.held = 0, True, None, set()
         return run
 
     def log_params(self, params: dict[str, Any]) -> None:
@@ -294,6 +309,12 @@ class TrialRun:
         for i in range(0, len(items), 1000):
             _retry(lambda chunk=items[i:i + 1000]: self.client.log_batch(self.run_id, metrics=chunk))
 
+    def log_final(self, metrics: dict[str, float], step: int) -> None:
+        """Log a trial's end-of-training metrics once: a trial that Tune resumed from a checkpoint older than
+        its end (the state saved before the crash lagged its last epochs) trains those epochs again and ends
+        again; the metrics its run already holds from the first end are not logged twice."""
+        self.log_metrics({k: v for k, v in metrics.items() if k not in getattr(self, "held", set())}, step)
+
     def log_epoch(self, metrics: dict[str, float], epoch: int) -> bool:
         """Log one epoch's metrics with step = epoch, unless this run already holds that epoch."""
         if epoch <= self.last_epoch:
@@ -311,6 +332,9 @@ class TrialRun:
 
     def end(self, status: str, reason: str | None = None) -> None:
         self.check_owner()
+        retried = RETRIES["transient"] - getattr(self, "retries_before", RETRIES["transient"])
+        if retried:
+            _retry(lambda: self.client.set_tag(self.run_id, RETRIES_TAG, str(retried)))
         set_status(self.uri, self.run_id, status, reason)
 
 

@@ -154,8 +154,11 @@ def main() -> None:
     if not args.skip_pack:
         import ray
 
+        from aesweep import loopback
+
+        loopback.pin_environment()
         ray.init(num_cpus=os.cpu_count(), num_gpus=1, include_dashboard=False, logging_level=logging.WARNING,
-                 log_to_driver=False)
+                 log_to_driver=False, **loopback.init_kwargs())
         results = {}
         with tempfile.TemporaryDirectory() as tmp:
             for n in args.pack:

@@ -181,7 +181,11 @@ def main() -> None:
     print(f"# {os.cpu_count()} CPUs, local Ray with {args.cpus} CPUs; {args.trials} trials x {args.epochs} epochs, "
           f"rf {args.rf}, Fashion-MNIST {args.train_size} train / {args.test_size} test; seeds {args.seeds}")
     print(f"# load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
-    ray.init(num_cpus=args.cpus, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+    from aesweep import loopback
+
+    loopback.pin_environment()
+    ray.init(num_cpus=args.cpus, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False,
+             **loopback.init_kwargs())
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for seed in range(args.seeds):

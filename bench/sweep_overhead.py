@@ -107,7 +107,11 @@ def main() -> None:
     print(f"# {os.cpu_count()} CPUs, local Ray with {args.cpus} CPUs, {args.trials} trials per sweep")
     print(f"# load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
     t0 = time.time()
-    ray.init(num_cpus=args.cpus, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+    from aesweep import loopback
+
+    loopback.pin_environment()
+    ray.init(num_cpus=args.cpus, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False,
+             **loopback.init_kwargs())
     print(f"# ray.init: {time.time() - t0:.1f} s (not counted)", flush=True)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

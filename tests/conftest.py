@@ -24,6 +24,14 @@ import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 
+# Every Ray the suite starts (ray.init here, ray.cluster_utils, `ray start`, the CLI subprocesses, their workers)
+# inherits this process's environment: pinned before anything imports Ray, it keeps them all on 127.0.0.1
+# (aesweep.loopback says why an address argument alone is not enough). The on-prem lab's hosts start their Ray
+# over SSH with their own environment and keep their namespace addresses.
+from aesweep import loopback  # noqa: E402
+
+loopback.pin_environment()
+
 # The suite never reads or writes the user's home or caches: a clean machine and a used one run the same tests
 # (a used ~/.cache/aesweep once hid a dataset-preparation race that only an empty cache shows). Set here, at
 # import, so that every Ray worker and CLI subprocess the tests start inherits it. AESWEEP_TEST_KEEP=1 keeps the
@@ -172,7 +180,8 @@ def local_ray():
 
     if ray.is_initialized():
         ray.shutdown()
-    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False,
+             **loopback.init_kwargs())
     yield ray
     ray.shutdown()
 

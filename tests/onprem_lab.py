@@ -38,6 +38,12 @@ SUBNET = "10.213.7"  # 10.213.7.0/24: private (RFC 1918), only on the lab's veth
 CLONE_NEWNET = 0x40000000
 TOOLS = ("ip", "unshare", "nsenter", "ssh", "ssh-keygen", "rsync")
 SSHD = "/usr/sbin/sshd"
+# Every name the lab makes starts with its tag (aes + 6 hex digits): namespaces aes<tag>-<host> and aes<tag>-sw,
+# veths v<tag><i> / p<tag><i>, the directory /var/tmp/aesweep-lab-<tag>. What a killed run left behind is found
+# by these, and only these, names.
+LAB_DIRS = Path("/var/tmp")
+LAB_DIR_PREFIX = "aesweep-lab-"
+OWNER_FILE = "owner"  # "<pid> <start time in clock ticks>" of the test process that built the lab
 
 
 def _run_paths() -> tuple[Path, ...]:
@@ -117,6 +123,7 @@ class Lab:
     hosts: dict[str, Host] = field(default_factory=dict)
     switch: str = ""
     _laptop_pool: concurrent.futures.ThreadPoolExecutor | None = None
+    _destroyed: bool = False
 
     # ----------------------------------------------------------------------------------------------------------
     # building and tearing down
@@ -125,9 +132,11 @@ class Lab:
     def create(cls, names: list[str]) -> Lab:
         """Hosts ``names`` (plus ``laptop``) on one LAN, each running its sshd; a key for root on all of them in
         the laptop's ~/.ssh. Tear down with ``destroy`` (also after a failure half-way)."""
+        remove_leftovers()
         tag = secrets.token_hex(3)
-        lab = cls(Path(f"/var/tmp/aesweep-lab-{tag}"), switch=f"aes{tag}-sw")
+        lab = cls(LAB_DIRS / f"{LAB_DIR_PREFIX}{tag}", switch=f"aes{tag}-sw")
         lab.root.mkdir(mode=0o700)
+        (lab.root / OWNER_FILE).write_text(_owner(os.getpid()) or "")
         (lab.root / "shared").mkdir()
         atexit.register(lab.destroy)  # also when the test process is interrupted mid-fixture
         try:
@@ -150,6 +159,7 @@ class Lab:
 
     def _add_host(self, name: str, ip: str, netns: str, port: str) -> None:
         host = Host(name, ip, netns, self.root / name, port)
+        self.hosts[name] = host  # before anything is made: destroy removes whatever of it exists
         for sub in ("home", "tmp"):
             (host.dir / sub).mkdir(parents=True)
         host.home.chmod(0o700)
@@ -164,7 +174,6 @@ class Lab:
         run("ip", "-n", netns, "addr", "add", f"{ip}/24", "dev", "eth0")
         run("ip", "-n", netns, "link", "set", "eth0", "up")
         run("ip", "-n", netns, "link", "set", "lo", "up")
-        self.hosts[name] = host
 
     def _keys(self) -> None:
         laptop = self.hosts["laptop"]
@@ -225,30 +234,38 @@ class Lab:
 
     def destroy(self) -> None:
         """Kill every process of every host (PID 1 of each PID namespace takes the rest with it), delete the
-        namespaces and the lab's directory. Safe to call twice and after a half-built lab."""
+        namespaces, veths and the lab's directory. Idempotent (the fixture and atexit both call it): a second
+        call does nothing, and no call signals a process that was already reaped (its pid may belong to another
+        process by then). Safe after a half-built lab or host."""
+        if self._destroyed:
+            return
+        self._destroyed = True
+        with contextlib.suppress(Exception):
+            atexit.unregister(self.destroy)
         if self._laptop_pool is not None:
             self._laptop_pool.shutdown(wait=False, cancel_futures=True)
             self._laptop_pool = None
         for host in self.hosts.values():
             if host.init is None:
                 continue
-            # SIGKILL of a PID namespace's PID 1 makes the kernel kill every process in that namespace.
-            inner = host.inner_init()
-            if inner is not None and host.pid_ns() is not None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(inner, signal.SIGKILL)
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(host.init.pid, signal.SIGKILL)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                host.init.wait(timeout=20)
+            if host.init.poll() is None:  # not reaped: its pid (and that of its child) are still its own
+                # SIGKILL of a PID namespace's PID 1 makes the kernel kill every process in that namespace.
+                inner = host.inner_init()
+                if inner is not None and host.pid_ns() is not None:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(inner, signal.SIGKILL)
+                host.init.kill()  # Popen.kill: never signals a process it has reaped
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    host.init.wait(timeout=20)
         # Laptop commands (and anything else started with `ip netns exec`) live in the outer PID namespace:
         # found by their network namespace, which is never this process's own (netns_pids checks).
         for host in self.hosts.values():
-            for pid in self.netns_pids(host.netns):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
+            kill_netns_processes(host.netns)
             run("ip", "netns", "del", host.netns, check=False)
+            # A veth not yet moved into its namespaces (a host that failed half-way) is still out here.
+            run("ip", "link", "del", f"v{host.port[1:]}", check=False)
         if self.switch:
+            kill_netns_processes(self.switch)
             run("ip", "netns", "del", self.switch, check=False)
         shutil.rmtree(self.root, ignore_errors=True)
 
@@ -263,18 +280,7 @@ class Lab:
         return [pid for pid in _pids() if _readlink(f"/proc/{pid}/ns/pid") == target]
 
     def netns_pids(self, netns: str) -> list[int]:
-        try:
-            target = os.stat(f"/run/netns/{netns}").st_ino
-        except OSError:
-            return []
-        if target == os.stat("/proc/self/ns/net").st_ino:  # never the machine's own network namespace
-            return []
-        out = []
-        for pid in _pids():
-            with contextlib.suppress(OSError):
-                if os.stat(f"/proc/{pid}/ns/net").st_ino == target:
-                    out.append(pid)
-        return out
+        return netns_pids(netns)
 
     def processes(self, name: str) -> dict[int, str]:
         """The host's live processes (outer pid -> command line), PID 1 (its sshd) and zombies excluded."""
@@ -353,6 +359,65 @@ class Lab:
 
     def reconnect(self, host: str) -> None:
         run("ip", "-n", self.switch, "link", "set", self.hosts[host].port, "up")
+
+
+def netns_pids(netns: str) -> list[int]:
+    """The live processes in the named network namespace; never this machine's own namespace."""
+    try:
+        target = os.stat(f"/run/netns/{netns}").st_ino
+    except OSError:
+        return []
+    if target == os.stat("/proc/self/ns/net").st_ino:
+        return []
+    out = []
+    for pid in _pids():
+        with contextlib.suppress(OSError):
+            if os.stat(f"/proc/{pid}/ns/net").st_ino == target:
+                out.append(pid)
+    return out
+
+
+def kill_netns_processes(netns: str) -> None:
+    for pid in netns_pids(netns):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _owner(pid: int) -> str | None:
+    """'<pid> <start time>' of a live process (the start time tells a reused pid apart), None if it is gone."""
+    try:
+        return f"{pid} {Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)[1].split()[19]}"
+    except (OSError, IndexError):
+        return None
+
+
+def remove_leftovers() -> list[str]:
+    """Tear down what a lab whose test process is gone (killed with SIGKILL: no fixture, no atexit) left: the
+    processes in its namespaces (sshd, Ray), its namespaces, veths and directory. Only the lab's own names, and
+    only labs whose owner is dead: a lab another live test run is using is left alone. Returns the tags
+    removed."""
+    removed = []
+    for root in sorted(LAB_DIRS.glob(f"{LAB_DIR_PREFIX}*")):
+        tag = root.name[len(LAB_DIR_PREFIX):]
+        if len(tag) != 6 or not all(c in "0123456789abcdef" for c in tag):
+            continue
+        owner = (root / OWNER_FILE).read_text().strip() if (root / OWNER_FILE).is_file() else ""
+        pid = owner.split()[0] if owner else ""
+        if pid.isdigit() and _owner(int(pid)) == owner:
+            continue  # its test run is alive
+        namespaces = [n.split()[0] for n in run("ip", "netns", "list", check=False).stdout.splitlines()
+                      if n.startswith(f"aes{tag}-")]
+        for netns in namespaces:
+            kill_netns_processes(netns)
+        for netns in namespaces:
+            run("ip", "netns", "del", netns, check=False)
+        for link in run("ip", "-o", "link", "show", check=False).stdout.splitlines():
+            name = link.split(":")[1].strip().split("@")[0] if ":" in link else ""
+            if name.startswith((f"v{tag}", f"p{tag}")):
+                run("ip", "link", "del", name, check=False)
+        shutil.rmtree(root, ignore_errors=True)
+        removed.append(tag)
+    return removed
 
 
 def _pids() -> list[int]:

@@ -28,6 +28,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from aesweep import loopback
 from tests.conftest import REPO, Store, cli_env, write_spec
 
 CLUSTER = REPO / "cluster.yaml"
@@ -402,7 +403,7 @@ def stack(home, tmp_path_factory):
         with log.open("w") as out:
             proc = subprocess.Popen(
                 [str(BIN / "ray"), "start", "--head", "--block", "--port", str(port), "--num-cpus", "2",
-                 "--include-dashboard=false", "--dashboard-host=127.0.0.1", "--dashboard-port", str(free_port()),
+                 "--include-dashboard=false", *loopback.start_head_args(), "--dashboard-port", str(free_port()),
                  "--dashboard-agent-listen-port", str(free_port()), "--dashboard-agent-grpc-port",
                  str(free_port()), "--runtime-env-agent-port", str(free_port()), "--metrics-export-port",
                  str(free_port()), "--temp-dir", str(temp / f"t{attempt}"), "--disable-usage-stats"],

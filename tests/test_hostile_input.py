@@ -91,6 +91,21 @@ CASES: dict[str, tuple[bytes, str]] = {
     "huge-projection": (b"name: s\nmodel: {projection_dim: 1000000000000}\nobjective: {variant: contrastive}\n",
                         ":2: model.projection_dim: the largest trial needs more than "),
 }
+# An absurd size beside a searched value of every distribution form: until 2026-12-07 the check read `.bounds` of
+# uniform / loguniform (they have none) and turned the AttributeError into "fits", so most real sweeps (they
+# search a float: lr, beta, ...) were never checked.
+SEARCHED = {
+    "uniform": "train: {lr: {uniform: [1.0e-4, 1.0e-2]}}",
+    "loguniform": "train: {lr: {loguniform: [1.0e-4, 1.0e-2]}}",
+    "int": "train: {batch_size: {int: [32, 128]}}",
+    "int-log": "train: {batch_size: {int: [32, 128], log: true}}",
+    "choice": "train: {lr: {choice: [1.0e-3, 3.0e-3]}}",
+    "grid": "train: {lr: {grid: [1.0e-3, 3.0e-3]}}",
+}
+for _form, _line in SEARCHED.items():
+    CASES[f"huge-latent-beside-{_form}"] = (
+        f"name: s\nmodel: {{backbone: mlp, latent_dim: 2000000000}}\n{_line}\n".encode(),
+        ":2: model.latent_dim: the largest trial needs more than ")
 
 
 @pytest.mark.parametrize("case", list(CASES))

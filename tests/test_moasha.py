@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import random
 import signal
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -309,6 +310,13 @@ def _saved_rungs(experiment_path: Path) -> dict[float, dict[str, list[float]]]:
     return {r["milestone"]: r["recorded"] for r in states[0]["scheduler"]["state"]["rungs"]}
 
 
+def _saved_rungs_or_none(experiment_path: Path) -> dict[float, dict[str, list[float]]]:
+    try:
+        return _saved_rungs(experiment_path)
+    except (ValueError, AssertionError, OSError):  # no callback state saved yet
+        return {}
+
+
 @pytest.mark.slow
 def test_driver_killed_then_resumed_keeps_the_rungs(store, tmp_path):
     # rf 4 and at most 4 trials at a rung: only its leader goes on (position < n / 4). Trials run one at a time,
@@ -328,6 +336,15 @@ def test_driver_killed_then_resumed_keeps_the_rungs(store, tmp_path):
     proc = cli_background("run", str(path), "--storage", store.storage, "--tracking-uri", store.uri, log=log)
     try:
         store.wait_for(name, lambda ch: any(c.info.status == "FINISHED" for c in ch), proc=proc, timeout=300)
+        # Killed at an instant whose saved state is known: once Tune's saved rungs hold the finished trial
+        # (kills at unknown instants are tests/test_kill_anywhere.py's).
+        good_id = next(c.data.tags[tracking.TRIAL_TAG] for c in store.all_children(name)
+                       if c.info.status == "FINISHED")
+        state_dir = Path(store.storage) / name
+        deadline = time.monotonic() + 120
+        while not any(good_id in recorded for recorded in _saved_rungs_or_none(state_dir).values()):
+            assert time.monotonic() < deadline and proc.poll() is None, "the finished trial never reached the state"
+            time.sleep(0.1)
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
     finally:

@@ -16,7 +16,7 @@ import pytest
 import torchvision
 import yaml
 
-from aesweep import sweep
+from aesweep import loopback, sweep
 from tests.conftest import REPO, Store, cli, load
 from tests.test_data import cifar_files, gz, idx_files, write
 from tests.trust_generated import trust_generated_files
@@ -88,7 +88,7 @@ def smoke_ray(upstream_files):
     # tests package for the setup hook).
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
     ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False,
-             runtime_env={"worker_process_setup_hook": "tests.trust_generated.trust_generated_files"})
+             **loopback.init_kwargs(), runtime_env={"worker_process_setup_hook": "tests.trust_generated.trust_generated_files"})
     yield ray
     ray.shutdown()
 

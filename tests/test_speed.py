@@ -23,7 +23,7 @@ import pytest
 import torch
 
 from aesweep import data as datamod
-from aesweep import metrics, train
+from aesweep import loopback, metrics, train
 from aesweep.evaluate import embed
 from aesweep.spec import DatasetConfig, TrialConfig, parse_spec
 from tests.conftest import load, write_spec
@@ -183,7 +183,8 @@ def test_fractional_cpus_pack_two_trials_on_one_cpu(store, tmp_path):
 
     if ray.is_initialized():
         ray.shutdown()
-    ray.init(num_cpus=1, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+    ray.init(num_cpus=1, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False,
+             **loopback.init_kwargs())
     try:
         # Trials of a few seconds each (a small conv AE), so that two that run together overlap for sure.
         path = write_spec(tmp_path, "packed",

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from aesweep import sweep
+from aesweep import sweep, tune_state
 from tests.conftest import (
     EPOCH_METRICS,
     REPO,
@@ -495,7 +495,7 @@ def test_torn_tune_state_is_set_aside_and_the_newest_intact_one_kept(tmp_path):
     (tmp_path / newer_cb).write_bytes(b"\x80")
     (tmp_path / "experiment_state-2026-12-02_10-00-00.json").write_text(json.dumps({"trial_data": []}))
     (tmp_path / "searcher-state-2026-12-02_10-00-00.pkl").write_bytes(b"")  # cut before any byte landed
-    lines = sweep.set_aside_torn_state(tmp_path)
+    lines = tune_state.set_aside_torn_state(tmp_path)
     assert sorted(p.name for p in (tmp_path / "torn").iterdir()) == sorted(
         [new_cb, newer_cb, "searcher-state-2026-12-02_10-00-00.pkl"])
     assert (tmp_path / old_cb).exists() and (tmp_path / "experiment_state-2026-12-02_10-00-00.json").exists()
@@ -503,8 +503,8 @@ def test_torn_tune_state_is_set_aside_and_the_newest_intact_one_kept(tmp_path):
     assert lines[0].startswith(f"{new_cb} was cut short by the crash") and lines[0].endswith(f"the resume uses {old_cb}")
     assert lines[1].startswith(f"{newer_cb} was cut short") and lines[1].endswith(f"the resume uses {old_cb}")
     assert lines[2].endswith("no intact copy is left: Tune starts that part afresh")
-    assert sweep.set_aside_torn_state(tmp_path) == []  # nothing torn is left
-    assert sweep.set_aside_torn_state("s3://bucket/sweep") == []
+    assert tune_state.set_aside_torn_state(tmp_path) == []  # nothing torn is left
+    assert tune_state.set_aside_torn_state("s3://bucket/sweep") == []
 
 
 def test_a_checkpoint_deleted_before_the_state_was_saved_is_replaced_by_the_newer_one(local_ray, store, tmp_path):
@@ -519,9 +519,9 @@ def test_a_checkpoint_deleted_before_the_state_was_saved_is_replaced_by_the_newe
     recorded = before[victim]
     newer = recorded.with_name(f"checkpoint_{int(recorded.name.split('_')[-1]) + 1:06d}")
     recorded.rename(newer)
-    lines = sweep.repair_dangling_checkpoints(experiment)
+    lines = tune_state.repair_dangling_checkpoints(experiment)
     assert lines == [f"{recorded.parent.name}: its recorded checkpoint {recorded.name} was deleted before the "
                      f"crash saved the experiment state; the resume continues it from {newer.name}"]
     after = {t.trial_id: Path(t.checkpoint.path) for t in tune_trials(experiment).values()}  # Tune's own reader
     assert after == {victim: newer, intact: before[intact]}
-    assert sweep.repair_dangling_checkpoints(experiment) == []  # nothing left to repair
+    assert tune_state.repair_dangling_checkpoints(experiment) == []  # nothing left to repair

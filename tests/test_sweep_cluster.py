@@ -14,7 +14,7 @@ import threading
 
 import pytest
 
-from aesweep import sweep
+from aesweep import loopback, sweep
 from tests.conftest import EPOCH_METRICS, load, tune_trials, write_spec
 
 pytestmark = pytest.mark.slow
@@ -27,7 +27,8 @@ def cluster():
 
     if ray.is_initialized():
         ray.shutdown()
-    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False,
+                                                          "node_ip_address": loopback.LOOPBACK})
     ray.init(address=c.address, logging_level=logging.WARNING, log_to_driver=False)
     yield c
     ray.shutdown()

@@ -738,9 +738,10 @@ def _make_driver_class() -> type:
             for run in runs:
                 if run.info.status == "RUNNING":
                     if pruned:
-                        tracking.client(self.state.uri).set_tag(run.info.run_id, tracking.PRUNED_TAG, "true")
+                        c = tracking.client(self.state.uri)
+                        tracking._retry(lambda c=c, r=run: c.set_tag(r.info.run_id, tracking.PRUNED_TAG, "true"))
                         if rung is not None:
-                            tracking.client(self.state.uri).set_tag(run.info.run_id, RUNG_TAG, str(int(rung)))
+                            tracking._retry(lambda c=c, r=run: c.set_tag(r.info.run_id, RUNG_TAG, str(int(rung))))
                     tracking.set_status(self.state.uri, run.info.run_id, status, reason)
             return bool(runs)
 

@@ -6,6 +6,7 @@ its own to measure any command: ``python -m tests.sockets -- python -m aesweep r
 from __future__ import annotations
 
 import ipaddress
+import os
 import subprocess
 import sys
 import time
@@ -56,9 +57,14 @@ class Seen:
 
 
 def _name(proc: psutil.Process) -> str:
+    """A process's label: its program's base name and up to two arguments, each argument by its base name too.
+
+    Base names, because a full path's length depends on where the checkout lies (a long one cut a truncated label
+    to 'gcs_ser...' on CI); Ray workers rename themselves ('ray::ImplicitFunc.train'), which survives as it is.
+    """
     try:
         cmd = proc.cmdline()
-        return " ".join(cmd[:3])[:80] if cmd else proc.name()
+        return " ".join(os.path.basename(part) or part for part in cmd[:3]) if cmd else proc.name()
     except psutil.Error:
         return "?"
 

@@ -15,7 +15,10 @@ from rich.console import Console
 from rich.table import Table
 
 from aesweep import __version__, registry
-from aesweep.spec import Distribution, SpecError, SweepSpec, load_spec
+from aesweep.spec.distributions import Distribution
+from aesweep.spec.load import load_spec
+from aesweep.spec.problems import SpecError
+from aesweep.spec.sweep_spec import SweepSpec
 
 app = typer.Typer(
     name="aesweep",
@@ -75,7 +78,7 @@ def _print_problems(err: SpecError) -> None:
 def checked_spec(path: Path, overrides: list[str] | None = None, stages: list[str] | None = None) -> SweepSpec:
     """Load and validate a spec, including whether its largest model fits the device that would train it.
     Raises SpecError."""
-    from aesweep import capacity
+    from aesweep.models import capacity
 
     spec = load_spec(path, overrides or [], stages or [])
     if found := capacity.problems(spec):
@@ -163,8 +166,8 @@ def train_one(
     spec = load_or_exit(spec_file, set_, stage)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from aesweep import data as datamod
-    from aesweep import train
+    from aesweep.data import files as files_mod
+    from aesweep.training import train
 
     searched: dict[str, object] = {}
 
@@ -203,7 +206,7 @@ def train_one(
 
         try:
             result = train.run_trial(trial, report, resume_from, workdir=out, on_batch=on_batch)
-        except datamod.DataError as err:
+        except files_mod.DataError as err:
             _fail(str(err))
         except Exception as err:
             if not train.is_out_of_memory(err) or os.environ.get("AESWEEP_DEBUG"):
@@ -233,7 +236,7 @@ class _LiveView:
         self.live = None
 
     def text(self, view: dict) -> str:
-        from aesweep.liveview import render_line
+        from aesweep.service.liveview import render_line
 
         return render_line(view)
 
@@ -243,7 +246,7 @@ class _LiveView:
             return
         self.last_text = text
         if self.live is not None:
-            from aesweep.liveview import render_rich
+            from aesweep.service.liveview import render_rich
 
             self.live.update(render_rich(view))
         else:  # not a terminal: one line per change
@@ -251,7 +254,7 @@ class _LiveView:
 
 
 def _summary(outcome) -> None:
-    from aesweep import tracking
+    from aesweep.service import tracking
 
     state = outcome.state
     spec = state.spec
@@ -312,15 +315,15 @@ def run(
         overrides.append(f"search.num_samples={num_samples}")
     spec = load_or_exit(spec_file, overrides, stage)  # validate before anything starts
     if smoke:
-        from aesweep.sweep import smoke_overrides
+        from aesweep.service.search_space import smoke_overrides
 
         spec = load_or_exit(spec_file, overrides + smoke_overrides(spec), stage)
     if not (address or os.environ.get("RAY_ADDRESS")):
         _check_data_or_exit(spec)
-    from aesweep import sweep
+    from aesweep.service import driver
 
     try:
-        outcome = _run_live(sweep.run_sweep, spec, address=address, storage=storage, tracking_uri=tracking_uri,
+        outcome = _run_live(driver.run_sweep, spec, address=address, storage=storage, tracking_uri=tracking_uri,
                             max_points=2 if smoke else None)
     except FileExistsError as err:
         _fail(str(err))
@@ -334,10 +337,10 @@ def resume(
     address: Annotated[str | None, typer.Option(help="Ray cluster address.")] = None,
 ) -> None:
     """Continue an interrupted sweep where it stopped; each trial keeps its MLflow run."""
-    from aesweep import sweep, tune_state
+    from aesweep.service import driver, tune_state
 
     try:
-        outcome = _run_live(sweep.resume_sweep, name_or_path, storage=storage, address=address)
+        outcome = _run_live(driver.resume_sweep, name_or_path, storage=storage, address=address)
     except (FileNotFoundError, tune_state.NoIntactState) as err:
         _fail(str(err))
     _finish(outcome)
@@ -352,33 +355,34 @@ def status(
              "(a cluster's head: http://HEAD:5000).")] = None,
 ) -> None:
     """The trials table of a running or finished sweep (read from MLflow; starts no Ray)."""
-    from aesweep import sweep
+    from aesweep.service import driver
+    from aesweep.service import trials as trials_mod
 
     try:
         state = _status_state(name_or_path, storage, tracking_uri)
     except FileNotFoundError as err:
         _fail(str(err))
-    trials = sweep.trial_table(state)
-    _summary(sweep.Outcome(state, sweep._count(trials), sweep.best_trial(state, trials), False, trials))
+    trials = trials_mod.trial_table(state)
+    _summary(driver.Outcome(state, trials_mod.count_statuses(trials), trials_mod.best_trial(state, trials), False, trials))
 
 
 def _status_state(name_or_path: str, storage: str | None, tracking_uri: str | None):
     """The sweep's state from its storage (aesweep.json), else, with a tracking URI, rebuilt from MLflow: the
     newest parent run tagged with the name, its spec artifact and its storage tag. Raises FileNotFoundError."""
-    from aesweep import sweep
+    from aesweep.service import sweep_state
 
     try:
-        return sweep.SweepState.load(name_or_path, storage)
+        return sweep_state.SweepState.load(name_or_path, storage)
     except FileNotFoundError:
         if tracking_uri is None:
             raise
-    from aesweep import report as rep
-    from aesweep import tracking
+    from aesweep.report import record as record_mod
+    from aesweep.service import tracking
 
-    uri, parent, spec = rep.locate(name_or_path, storage, tracking_uri)
-    record = rep.load_record(uri, parent, spec)
+    uri, parent, spec = record_mod.locate(name_or_path, storage, tracking_uri)
+    record = record_mod.load_record(uri, parent, spec)
     run = tracking._retry(lambda: tracking.client(uri).get_run(parent))
-    return sweep.SweepState(record.name, record.spec.model_dump_json(by_alias=True),
+    return sweep_state.SweepState(record.name, record.spec.model_dump_json(by_alias=True),
                             run.data.tags.get("aesweep.spec_file", ""), uri, parent,
                             run.data.tags.get("aesweep.storage", ""))
 
@@ -499,25 +503,26 @@ def report(
 ) -> None:
     """Tables (CSV, Markdown), plots, Pareto front and parameter importance of a finished or running sweep,
     from MLflow; starts no Ray."""
-    from aesweep import report as rep
+    from aesweep.report import assemble
+    from aesweep.report import record as record_mod
 
     try:
-        uri, parent, spec = rep.locate(name_or_path, storage, tracking_uri)
-        record = rep.load_record(uri, parent, spec)
+        uri, parent, spec = record_mod.locate(name_or_path, storage, tracking_uri)
+        record = record_mod.load_record(uri, parent, spec)
     except FileNotFoundError as err:
         _fail(str(err))
     except SpecError as err:
         _fail(f"{name_or_path}: the sweep's stored spec does not validate: {err.problems[0]}")
     target = out or Path("reports") / record.name
     command = "python -m aesweep report " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["report"] else None
-    made = rep.make_report(record, target, log=log, command=command)
+    made = assemble.make_report(record, target, log=log, command=command)
     counts = record.frame["status"].value_counts().to_dict()
     console.print(f"{record.name}: {len(record.frame)} trial(s) ("
                   + ", ".join(f"{n} {s}" for s, n in counts.items()) + f"); {len(made.files)} file(s) in {target}"
                   + (" and on the parent run under report/" if log else ""), highlight=False, soft_wrap=True)
     for metric, row in made.best.items():
         console.print(f"best {metric}: {row[metric]:.5g} (trial {row['trial_id']}, "
-                      f"{rep._config_text(row, record)})", highlight=False, soft_wrap=True)
+                      f"{assemble._config_text(row, record)})", highlight=False, soft_wrap=True)
     console.print(f"read first: {target / 'summary.md'}", highlight=False, soft_wrap=True)
 
 
@@ -532,21 +537,21 @@ def evaluate(
 ) -> None:
     """Eval-only sweep: re-run evaluation (e.g. `--set 'eval.probes=[random_forest]'`) on every finished trial's
     stored weights, without retraining; new metrics and figures go into the same MLflow child runs."""
-    from aesweep import report as rep
-    from aesweep import sweep
+    from aesweep.report import record as record_mod
+    from aesweep.service import reevaluate
 
     overrides = list(set_ or [])
-    if problem := sweep.check_eval_overrides(overrides):
+    if problem := reevaluate.check_eval_overrides(overrides):
         _fail(f"{name_or_path}: {problem}")
     try:
-        uri, parent, spec = rep.locate(name_or_path, storage, tracking_uri)
-        record = rep.load_record(uri, parent, spec)
+        uri, parent, spec = record_mod.locate(name_or_path, storage, tracking_uri)
+        record = record_mod.load_record(uri, parent, spec)
     except FileNotFoundError as err:
         _fail(str(err))
     # The overrides must make a valid spec (same messages as `run --set`) before any trial is touched.
     import yaml
 
-    from aesweep.spec import parse_spec
+    from aesweep.spec.load import parse_spec
 
     try:
         parse_spec(yaml.safe_dump(record.spec.data, sort_keys=False), record.spec.source or name_or_path,
@@ -559,7 +564,7 @@ def evaluate(
         console.print(f"evaluated {view['done']}/{view['total']} ({view['running']} running, {view['failed']} "
                       f"failed) | {view['elapsed']:.0f} s", highlight=False)
 
-    results = sweep.evaluate_sweep(uri, parent, record.spec, overrides, address=address, progress=show)
+    results = reevaluate.evaluate_sweep(uri, parent, record.spec, overrides, address=address, progress=show)
     if not results:
         console.print(f"{record.name}: no finished trial to evaluate", highlight=False)
         return
@@ -577,11 +582,12 @@ def evaluate(
 def _check_data_or_exit(spec: SweepSpec) -> None:
     """Locally, a missing or corrupt dataset is one line and exit 2 before Ray starts (on a cluster the
     workers, not this machine, hold the data)."""
-    from aesweep import data as datamod
+    from aesweep.data import datasets
+    from aesweep.data import files as files_mod
 
     try:
-        datamod.load_dataset(spec.resolve().dataset)
-    except datamod.DataError as err:
+        datasets.load_dataset(spec.resolve().dataset)
+    except files_mod.DataError as err:
         _fail(f"{spec.source}: dataset: {err}")
 
 
@@ -614,10 +620,10 @@ def main() -> None:
         if isinstance(err, SpecError):
             _print_problems(err)
             sys.exit(EXIT_BAD_INPUT)
-        from aesweep import data as datamod
-        from aesweep.train import failure_reason, is_out_of_memory
+        from aesweep.data import files as files_mod
+        from aesweep.training.train import failure_reason, is_out_of_memory
 
-        user = isinstance(err, (datamod.DataError, *_USER_ERRORS)) or is_out_of_memory(err)
+        user = isinstance(err, (files_mod.DataError, *_USER_ERRORS)) or is_out_of_memory(err)
         hint = "" if user else " (unexpected: run again with --debug for the traceback, and please report it)"
         errors.print(f"aesweep: {failure_reason(err)}{hint}", markup=False, highlight=False, soft_wrap=True)
         sys.exit(EXIT_BAD_INPUT if user else 1)

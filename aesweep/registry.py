@@ -17,15 +17,16 @@ T = TypeVar("T")
 
 # Modules that fill the registries when imported. A later module (metrics, probes, ...) is added here once.
 REGISTERING_MODULES = (
-    "aesweep.data",
-    "aesweep.nets",
-    "aesweep.losses",
-    "aesweep.variants",
-    "aesweep.metrics",
-    "aesweep.probes",
-    "aesweep.figures",
-    "aesweep.schedules",
-    "aesweep.baselines",
+    "aesweep.data.datasets",
+    "aesweep.models.nets",
+    "aesweep.models.losses",
+    "aesweep.spec.variants",
+    "aesweep.evaluation.metrics",
+    "aesweep.evaluation.probes",
+    "aesweep.evaluation.clustering",
+    "aesweep.evaluation.figures",
+    "aesweep.spec.schedules",
+    "aesweep.evaluation.baselines",
 )
 
 

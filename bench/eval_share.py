@@ -28,33 +28,35 @@ from pathlib import Path
 
 import torch
 
-from aesweep import data as datamod
-from aesweep import train
-from aesweep.spec import DatasetConfig, load_spec
+from aesweep.data import datasets, files
+from aesweep.registry import DATASETS
+from aesweep.spec.load import load_spec
+from aesweep.spec.trial import DatasetConfig
+from aesweep.training import train
 
 REPO = Path(__file__).resolve().parents[1]
 FULL_TRAIN, VAL, TEST = 45_000, 5_000, 10_000
 
 
-def cifar_shaped(train_images: int) -> tuple[datamod.Dataset, str]:
+def cifar_shaped(train_images: int) -> tuple[datasets.Dataset, str]:
     """Real CIFAR-10 if present, else Fashion-MNIST padded to 3x32x32; train / 5k val / 10k test."""
     try:
-        source = datamod.DATASETS.get("cifar10")(DatasetConfig(name="cifar10", download=False))
+        source = DATASETS.get("cifar10")(DatasetConfig(name="cifar10", download=False))
         what = "CIFAR-10"
         train_split, test_split, names = source.train, source.test, source.class_names
-    except datamod.DataError:
+    except files.DataError:
         with tempfile.TemporaryDirectory() as root:
-            source = datamod.DATASETS.get("fashion_mnist")(DatasetConfig(name="fashion_mnist", root=root,
+            source = DATASETS.get("fashion_mnist")(DatasetConfig(name="fashion_mnist", root=root,
                                                                          download=False))
         what = "Fashion-MNIST padded to 3x32x32 (CIFAR-10 not found in the data root)"
 
-        def widen(split: datamod.Split) -> datamod.Split:
+        def widen(split: datasets.Split) -> datasets.Split:
             images = torch.nn.functional.pad(split.images, (2, 2, 2, 2)).expand(-1, 3, -1, -1).contiguous()
-            return datamod.Split(images, split.labels)
+            return datasets.Split(images, split.labels)
 
         train_split, test_split, names = widen(source.train), widen(source.test), source.class_names
     order = torch.randperm(len(train_split), generator=torch.Generator().manual_seed(0))
-    dataset = datamod.Dataset("cifar-shaped", train_split[order[VAL:VAL + train_images].sort().values],
+    dataset = datasets.Dataset("cifar-shaped", train_split[order[VAL:VAL + train_images].sort().values],
                               train_split[order[:VAL].sort().values], test_split[:TEST], tuple(names), flip_ok=True)
     return dataset, what
 

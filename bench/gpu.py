@@ -45,13 +45,14 @@ LOOP_CONFIGS = [  # label, TrainConfig overrides, channels_last
 def loop_throughput(steps: int, warmup: int, batch: int) -> list[tuple[str, float]]:
     from train_throughput import baseline_model
 
-    from aesweep import data as datamod
-    from aesweep import train, variants
-    from aesweep.spec import DatasetConfig, TrialConfig
+    from aesweep.data import datasets
+    from aesweep.spec import variants
+    from aesweep.spec.trial import DatasetConfig, TrialConfig
+    from aesweep.training import train
 
     device = torch.device("cuda")
     with tempfile.TemporaryDirectory() as root:
-        dataset = datamod.load_dataset(DatasetConfig(name="fashion_mnist", root=root, download=False,
+        dataset = datasets.load_dataset(DatasetConfig(name="fashion_mnist", root=root, download=False,
                                                      val_fraction=0.0), device)
     need = (warmup + steps) * batch
     if need > len(dataset.train):
@@ -81,8 +82,8 @@ def loop_throughput(steps: int, warmup: int, batch: int) -> list[tuple[str, floa
 
 
 def packed_sweep(n: int, trials: int, epochs: int, train_size: int, root: Path) -> dict[str, float]:
-    from aesweep import sweep, tracking
-    from aesweep.spec import parse_spec
+    from aesweep.service import driver, tracking
+    from aesweep.spec.load import parse_spec
 
     cpus = os.cpu_count() or 1
     data = {
@@ -98,7 +99,7 @@ def packed_sweep(n: int, trials: int, epochs: int, train_size: int, root: Path) 
     }
     uri = f"sqlite:///{root}/mlflow.db"
     t0 = time.time()
-    outcome = sweep.run_sweep(parse_spec(yaml.safe_dump(data)), storage=str(root / "results"), tracking_uri=uri)
+    outcome = driver.run_sweep(parse_spec(yaml.safe_dump(data)), storage=str(root / "results"), tracking_uri=uri)
     wall = time.time() - t0
     runs = tracking.children(uri, outcome.state.parent_run_id)
     done = [r for r in runs if r.info.status == "FINISHED"]
@@ -154,7 +155,7 @@ def main() -> None:
     if not args.skip_pack:
         import ray
 
-        from aesweep import loopback
+        from aesweep.service import loopback
 
         loopback.pin_environment()
         ray.init(num_cpus=os.cpu_count(), num_gpus=1, include_dashboard=False, logging_level=logging.WARNING,

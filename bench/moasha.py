@@ -77,15 +77,14 @@ def losses(metrics: dict) -> tuple[float, float]:
 
 
 def run_one(method: str, seed: int, args: argparse.Namespace, root: Path) -> dict:
-    from aesweep import sweep as sweepmod
-    from aesweep import tracking
-    from aesweep.moasha import hypervolume_2d
-    from aesweep.spec import parse_spec
+    from aesweep.service import driver, tracking
+    from aesweep.service.pareto import hypervolume_2d
+    from aesweep.spec.load import parse_spec
 
     spec = parse_spec(yaml.safe_dump(spec_data(method, seed, args), sort_keys=False))
     uri = f"sqlite:///{root}/mlflow.db"
     t0 = time.time()
-    outcome = sweepmod.run_sweep(spec, storage=str(root / "results"), tracking_uri=uri)
+    outcome = driver.run_sweep(spec, storage=str(root / "results"), tracking_uri=uri)
     wall = time.time() - t0
     client = tracking.client(uri)
     ref = (args.ref_mse, -args.ref_acc)
@@ -181,7 +180,7 @@ def main() -> None:
     print(f"# {os.cpu_count()} CPUs, local Ray with {args.cpus} CPUs; {args.trials} trials x {args.epochs} epochs, "
           f"rf {args.rf}, Fashion-MNIST {args.train_size} train / {args.test_size} test; seeds {args.seeds}")
     print(f"# load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
-    from aesweep import loopback
+    from aesweep.service import loopback
 
     loopback.pin_environment()
     ray.init(num_cpus=args.cpus, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False,

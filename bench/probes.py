@@ -35,8 +35,8 @@ import sklearn
 import torch
 import yaml
 
-from aesweep import probes
-from aesweep.spec import EvalConfig
+from aesweep.evaluation import probes
+from aesweep.spec.trial import EvalConfig
 
 BASELINE = Path(__file__).resolve().parents[2] / "shared" / "baselines" / "naive_probes.py"
 CLASSIFIERS = ["logreg", "mlp", "random_forest", "knn"]

@@ -65,9 +65,8 @@ def bound(epochs: int, images: int) -> dict:
 
 def sweep(name: str, trial: dict, trials: int, concurrent: int, root: Path) -> dict:
     """Run one sweep; wall, start-up and compute seconds (definitions in the module docstring)."""
-    from aesweep import sweep as sweepmod
-    from aesweep import tracking
-    from aesweep.spec import parse_spec
+    from aesweep.service import driver, tracking
+    from aesweep.spec.load import parse_spec
 
     data = {"name": name, **trial,
             "train": {**trial["train"], "lr": {"grid": LEARNING_RATES[:trials]}},
@@ -75,7 +74,7 @@ def sweep(name: str, trial: dict, trials: int, concurrent: int, root: Path) -> d
     spec = parse_spec(yaml.safe_dump(data))
     uri = f"sqlite:///{root}/mlflow.db"
     t0 = time.time()
-    outcome = sweepmod.run_sweep(spec, storage=str(root / "results"), tracking_uri=uri)
+    outcome = driver.run_sweep(spec, storage=str(root / "results"), tracking_uri=uri)
     wall = time.time() - t0
     runs = tracking.children(uri, outcome.state.parent_run_id)
     finished = [r for r in runs if r.info.status == "FINISHED"]
@@ -107,7 +106,7 @@ def main() -> None:
     print(f"# {os.cpu_count()} CPUs, local Ray with {args.cpus} CPUs, {args.trials} trials per sweep")
     print(f"# load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
     t0 = time.time()
-    from aesweep import loopback
+    from aesweep.service import loopback
 
     loopback.pin_environment()
     ray.init(num_cpus=args.cpus, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False,

@@ -50,7 +50,7 @@ def baseline_model():
     import torch
     from torch import nn
 
-    from aesweep.model import AEOutput
+    from aesweep.models.model import AEOutput
 
     naive = load_baseline()
 
@@ -70,9 +70,10 @@ def run_ours(args: argparse.Namespace) -> None:
     """The aesweep row, in this (fresh) process: prints ``aesweep img_per_s=...`` like the baseline does."""
     import torch
 
-    from aesweep import data as datamod
-    from aesweep import train, variants
-    from aesweep.spec import TrialConfig
+    from aesweep.data import datasets
+    from aesweep.spec import variants
+    from aesweep.spec.trial import TrialConfig
+    from aesweep.training import train
 
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
@@ -85,7 +86,7 @@ def run_ours(args: argparse.Namespace) -> None:
                       **{k: _yaml(v) for k, v in overrides.items()}},
         })
         device = train.pick_device(cfg.train.device)
-        dataset = datamod.load_dataset(cfg.dataset, device)  # all 60000 train images, one uint8 tensor
+        dataset = datasets.load_dataset(cfg.dataset, device)  # all 60000 train images, one uint8 tensor
     objective = variants.compose("ae", {})
     model = baseline_model()
     loop = train.make_loop(cfg, model, objective, dataset.flip_ok, device)

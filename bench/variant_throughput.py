@@ -16,10 +16,12 @@ import time
 
 import torch
 
-from aesweep import data as datamod
-from aesweep import variants
-from aesweep.spec import DatasetConfig, parse_spec
-from aesweep.train import build, make_loop
+from aesweep.data import batches as batches_mod
+from aesweep.data import datasets
+from aesweep.spec import variants
+from aesweep.spec.load import parse_spec
+from aesweep.spec.trial import DatasetConfig
+from aesweep.training.train import build, make_loop
 
 
 def main() -> None:
@@ -35,7 +37,7 @@ def main() -> None:
 
     name = "fashion_mnist" if os.path.isdir("/usr/share/datasets/fashion-mnist") else "shapes"
     n = args.batch * (args.steps + args.warmup)
-    dataset = datamod.load_dataset(DatasetConfig(name=name, train_size=n, test_size=args.batch, val_fraction=0.0))
+    dataset = datasets.load_dataset(DatasetConfig(name=name, train_size=n, test_size=args.batch, val_fraction=0.0))
     print(f"# dataset {name} 28x28x1, conv width {args.width}, batch {args.batch}, {args.threads} threads, "
           f"torch {torch.__version__}, {args.steps} timed steps after {args.warmup} warm-up")
     print("| variant | parameters | images/s | s/step |")
@@ -50,7 +52,7 @@ def main() -> None:
         optimizer, step = loop.optimizer, loop.stepper
         generator = torch.Generator().manual_seed(0)
         model.train()
-        batches = list(datamod.iterate_batches(dataset.train, args.batch, shuffle=False))
+        batches = list(batches_mod.iterate_batches(dataset.train, args.batch, shuffle=False))
         for i, batch in enumerate(batches):
             if i == args.warmup:
                 start = time.perf_counter()

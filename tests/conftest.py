@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parent.parent
 # inherits this process's environment: pinned before anything imports Ray, it keeps them all on 127.0.0.1
 # (aesweep.loopback says why an address argument alone is not enough). The on-prem lab's hosts start their Ray
 # over SSH with their own environment and keep their namespace addresses.
-from aesweep import loopback  # noqa: E402
+from aesweep.service import loopback  # noqa: E402
 
 loopback.pin_environment()
 
@@ -89,7 +89,7 @@ def write_spec(directory: Path, name: str, **sections: dict[str, Any]) -> Path:
 
 
 def load(path: Path, overrides: list[str] | None = None, stages: list[str] | None = None):
-    from aesweep.spec import load_spec
+    from aesweep.spec.load import load_spec
 
     return load_spec(path, overrides or [], stages or [])
 

@@ -6,16 +6,17 @@ import pytest
 from sklearn.decomposition import PCA as SkPCA
 from sklearn.linear_model import LogisticRegression
 
-from aesweep import data as datamod
-from aesweep import variants
+from aesweep.data import batches, datasets
 from aesweep.registry import UnknownNameError
-from aesweep.spec import DatasetConfig, parse_spec
-from aesweep.train import evaluate_stored, run_trial
+from aesweep.spec import variants
+from aesweep.spec.load import parse_spec
+from aesweep.spec.trial import DatasetConfig
+from aesweep.training.train import evaluate_stored, run_trial
 
 
 @pytest.fixture(scope="module")
 def shapes():
-    return datamod.load_dataset(DatasetConfig(name="shapes", train_size=600, test_size=200, val_fraction=0.2))
+    return datasets.load_dataset(DatasetConfig(name="shapes", train_size=600, test_size=200, val_fraction=0.2))
 
 
 def trial(variant: str, latent: int = 8, **eval_fields):
@@ -30,8 +31,8 @@ def trial(variant: str, latent: int = 8, **eval_fields):
     return cfg.model_copy(update={"eval": cfg.eval.model_copy(update=ev)})
 
 
-def _pixels(split: datamod.Split) -> np.ndarray:
-    return datamod.to_float(split.images).flatten(1).double().numpy()
+def _pixels(split: datasets.Split) -> np.ndarray:
+    return batches.to_float(split.images).flatten(1).double().numpy()
 
 
 @pytest.mark.parametrize("latent", [4, 16])
@@ -63,7 +64,7 @@ def test_pca_test_mse_equals_scikit_learn_pca_on_the_same_split(latent, shapes, 
 
 
 def test_pca_code_spans_scikit_learns_subspace(shapes):
-    from aesweep.baselines import PCA
+    from aesweep.evaluation.baselines import PCA
 
     model = PCA((1, 28, 28), 6).fit(shapes.train)
     sk = SkPCA(n_components=6, svd_solver="full").fit(_pixels(shapes.train))

@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from aesweep import loopback
+from aesweep.service import loopback
 from tests.conftest import REPO, Store, cli_env, write_spec
 
 CLUSTER = REPO / "cluster.yaml"

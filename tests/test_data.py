@@ -16,9 +16,12 @@ import torch
 import torch.nn.functional as F
 import torchvision
 
-from aesweep import data
-from aesweep.data import DataError, load_dataset
-from aesweep.spec import DatasetConfig
+from aesweep.data import batches as batches_mod
+from aesweep.data import datasets
+from aesweep.data import files as files_mod
+from aesweep.data.datasets import load_dataset
+from aesweep.data.files import DataError
+from aesweep.spec.trial import DatasetConfig
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA"))]
 
@@ -283,10 +286,10 @@ def system_fashion(tmp_path, monkeypatch):
     files, arrays = idx_files(n_train=24, n_test=10, seed=1)
     archives = gz(files)
     patch_resources(monkeypatch, torchvision.datasets.FashionMNIST, archives)
-    monkeypatch.setitem(data.IDX_MD5, "FashionMNIST", {name: md5(raw) for name, raw in files.items()})
+    monkeypatch.setitem(datasets.IDX_MD5, "FashionMNIST", {name: md5(raw) for name, raw in files.items()})
     system = tmp_path / "system"
     write(system, archives)
-    monkeypatch.setattr(data, "FASHION_MNIST_DIRS", (tmp_path / "absent", system))
+    monkeypatch.setattr(datasets, "FASHION_MNIST_DIRS", (tmp_path / "absent", system))
     return tmp_path / "data", system, files, arrays
 
 
@@ -341,8 +344,8 @@ _PREPARE_WORKER = r"""
 import hashlib, sys, time
 from pathlib import Path
 root, go = sys.argv[1], Path(sys.argv[2])
-from aesweep.data import load_dataset
-from aesweep.spec import DatasetConfig
+from aesweep.data.datasets import load_dataset
+from aesweep.spec.trial import DatasetConfig
 while not go.exists():
     time.sleep(0.005)
 try:
@@ -382,7 +385,7 @@ def test_eight_processes_prepare_one_empty_root_at_once(tmp_path):
     assert len(set(outputs)) == 1, outputs
     assert outputs[0].startswith("OK 60000 10000 ")
     raw = root / "FashionMNIST" / "raw"
-    for name, expected in data.IDX_MD5["FashionMNIST"].items():
+    for name, expected in datasets.IDX_MD5["FashionMNIST"].items():
         assert hashlib.md5((raw / name).read_bytes()).hexdigest() == expected
     assert not [p.name for p in raw.iterdir() if p.name.endswith(".part")]
 
@@ -393,7 +396,7 @@ def test_preparing_serialises_writers_across_processes(tmp_path):
 
     ctx = mp.get_context("spawn")
     took = ctx.Event()
-    with data.preparing(tmp_path, "x"):
+    with files_mod.preparing(tmp_path, "x"):
         child = ctx.Process(target=_take_lock, args=(str(tmp_path), took))
         child.start()
         assert not took.wait(1.0)
@@ -403,12 +406,12 @@ def test_preparing_serialises_writers_across_processes(tmp_path):
 
 
 def _take_lock(root: str, took) -> None:
-    with data.preparing(Path(root), "x"):
+    with files_mod.preparing(Path(root), "x"):
         took.set()
 
 
 def test_preparing_times_out_with_one_line(tmp_path):
-    with data.preparing(tmp_path, "x"):
+    with files_mod.preparing(tmp_path, "x"):
         import multiprocessing as mp
 
         ctx = mp.get_context("spawn")
@@ -422,7 +425,7 @@ def test_preparing_times_out_with_one_line(tmp_path):
 
 def _lock_with_timeout(root: str, queue) -> None:
     try:
-        with data.preparing(Path(root), "x", timeout=0.2):
+        with files_mod.preparing(Path(root), "x", timeout=0.2):
             queue.put("took it")
     except DataError as err:
         queue.put(str(err))
@@ -604,12 +607,12 @@ def test_frey_face_download_checks_the_md5(tmp_path, monkeypatch):
     # A real download through urllib, from a file:// URL (no network here), into an empty root.
     upstream = write_frey(tmp_path / "upstream" / "frey_rawface.mat")
     root = tmp_path / "root"
-    monkeypatch.setattr(data, "FREY_FACE_URL", (tmp_path / "upstream" / "frey_rawface.mat").as_uri())
-    with pytest.raises(DataError, match=f"checksum mismatch \\(md5 {md5(upstream)}, expected {data.FREY_FACE_MD5}"):
+    monkeypatch.setattr(datasets, "FREY_FACE_URL", (tmp_path / "upstream" / "frey_rawface.mat").as_uri())
+    with pytest.raises(DataError, match=f"checksum mismatch \\(md5 {md5(upstream)}, expected {datasets.FREY_FACE_MD5}"):
         load_dataset(DatasetConfig(name="frey_face", root=str(root)))
     assert not (root / "FreyFace" / "frey_rawface.mat").exists()  # nothing half-done left in place
     assert [p.name for p in root.iterdir()] == [".frey_face.lock"]  # the (empty) lock file stays
-    monkeypatch.setattr(data, "FREY_FACE_MD5", md5(upstream))
+    monkeypatch.setattr(datasets, "FREY_FACE_MD5", md5(upstream))
     ds = load_dataset(DatasetConfig(name="frey_face", root=str(root)))
     assert (root / "FreyFace" / "frey_rawface.mat").read_bytes() == upstream
     assert len(ds.train) + len(ds.val) + len(ds.test) == 1965
@@ -625,7 +628,7 @@ def test_batches_stay_on_device_and_cover_the_epoch(device):
     split = ds.train
     assert split.images.device.type == device and ds.test.factors.device.type == device
     gen = torch.Generator(device=device).manual_seed(0)
-    batches = list(data.iterate_batches(split, 128, shuffle=True, generator=gen))
+    batches = list(batches_mod.iterate_batches(split, 128, shuffle=True, generator=gen))
     assert [len(b) for b in batches] == [128] * 7 + [900 - 7 * 128]
     for b in batches:
         assert b.images.device.type == device and b.images.dtype == torch.uint8 and b.images.shape[1:] == (1, 28, 28)
@@ -634,15 +637,15 @@ def test_batches_stay_on_device_and_cover_the_epoch(device):
     assert sorted(map(tuple, seen.tolist())) == sorted(map(tuple, split.factors.cpu().tolist()))
     assert not torch.equal(seen, split.factors.cpu())  # actually shuffled
     # the same seed gives the same order, the next epoch another
-    again = torch.cat([b.factors for b in data.iterate_batches(
+    again = torch.cat([b.factors for b in batches_mod.iterate_batches(
         split, 128, shuffle=True, generator=torch.Generator(device=device).manual_seed(0))])
     assert torch.equal(again.cpu(), seen)
-    nxt = torch.cat([b.factors for b in data.iterate_batches(split, 128, shuffle=True, generator=gen)])
+    nxt = torch.cat([b.factors for b in batches_mod.iterate_batches(split, 128, shuffle=True, generator=gen)])
     assert not torch.equal(nxt.cpu(), seen)
     # in order and drop_last
-    ordered = list(data.iterate_batches(split, 128, shuffle=False, drop_last=True))
+    ordered = list(batches_mod.iterate_batches(split, 128, shuffle=False, drop_last=True))
     assert len(ordered) == 7 and torch.equal(torch.cat([b.images for b in ordered]), split.images[:896])
-    index = list(data.batch_indices(10, 4, shuffle=True, device=device))
+    index = list(batches_mod.batch_indices(10, 4, shuffle=True, device=device))
     assert [len(i) for i in index] == [4, 4, 2] and index[0].device.type == device
     assert sorted(torch.cat(index).tolist()) == list(range(10))
 
@@ -650,22 +653,22 @@ def test_batches_stay_on_device_and_cover_the_epoch(device):
 @pytest.mark.parametrize("device", DEVICES)
 def test_to_float(device):
     images = torch.arange(256, dtype=torch.uint8, device=device).reshape(4, 1, 8, 8)
-    x = data.to_float(images)
+    x = batches_mod.to_float(images)
     assert x.dtype == torch.float32 and x.device.type == device and x.shape == images.shape
     assert x.min() == 0 and x.max() == 1 and torch.equal(x * 255, images.float())
     with pytest.raises(TypeError):
-        data.to_float(x)
+        batches_mod.to_float(x)
 
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_corrupt(device):
     x = torch.full((64, 1, 28, 28), 0.5, device=device)
-    assert data.corrupt(x, 0.0) is x
-    noisy = data.corrupt(x, 0.1, torch.Generator(device=device).manual_seed(0))
+    assert batches_mod.corrupt(x, 0.0) is x
+    noisy = batches_mod.corrupt(x, 0.1, torch.Generator(device=device).manual_seed(0))
     assert noisy.device.type == device and noisy.shape == x.shape and noisy.dtype == x.dtype
     assert abs(noisy.std().item() - 0.1) < 0.005 and abs(noisy.mean().item() - 0.5) < 0.005
-    assert torch.equal(noisy, data.corrupt(x, 0.1, torch.Generator(device=device).manual_seed(0)))
-    big = data.corrupt(x, 3.0, torch.Generator(device=device).manual_seed(1))
+    assert torch.equal(noisy, batches_mod.corrupt(x, 0.1, torch.Generator(device=device).manual_seed(0)))
+    big = batches_mod.corrupt(x, 3.0, torch.Generator(device=device).manual_seed(1))
     assert big.min() == 0 and big.max() == 1  # clipped to [0, 1]
 
 
@@ -685,27 +688,27 @@ def matching_transform(view: torch.Tensor, image: torch.Tensor, pad: int) -> tup
 @pytest.mark.parametrize("device", DEVICES)
 def test_two_views_are_crops_and_flips(device):
     x = torch.rand(48, 3, 32, 32, generator=torch.Generator().manual_seed(0)).to(device)
-    v1, v2 = data.two_views(x, flip=True, jitter=0.0, generator=torch.Generator(device=device).manual_seed(0))
+    v1, v2 = batches_mod.two_views(x, flip=True, jitter=0.0, generator=torch.Generator(device=device).manual_seed(0))
     views, images = torch.cat([v1, v2]).cpu(), torch.cat([x, x]).cpu()
     found = [matching_transform(v, img, pad=4) for v, img in zip(views, images, strict=True)]
     assert all(f is not None for f in found)  # every view is a padded crop, maybe flipped, of its image
     flipped = sum(f[2] for f in found) / len(found)
     assert 0.3 < flipped < 0.7
     assert len({f[:2] for f in found}) > 20  # offsets vary
-    v3, _ = data.two_views(x, flip=False, jitter=0.0, generator=torch.Generator(device=device).manual_seed(1))
+    v3, _ = batches_mod.two_views(x, flip=False, jitter=0.0, generator=torch.Generator(device=device).manual_seed(1))
     found = [matching_transform(v, img, pad=4) for v, img in zip(v3.cpu(), x.cpu(), strict=True)]
     assert all(f is not None and not f[2] for f in found)  # flip=False never flips
     # 28x28 pads 3 by default
     small = torch.rand(16, 1, 28, 28, device=device)
-    view, _ = data.two_views(small, flip=False, jitter=0.0)
+    view, _ = batches_mod.two_views(small, flip=False, jitter=0.0)
     assert all(matching_transform(v, img, pad=3) is not None for v, img in zip(view.cpu(), small.cpu(), strict=True))
 
 
 def test_two_views_without_crop_or_jitter_are_the_image_and_jitter_moves_every_pixel_alike():
     x = torch.rand(16, 1, 28, 28, generator=torch.Generator().manual_seed(0)) * 0.5 + 0.25
-    v1, v2 = data.two_views(x, flip=False, pad=0, jitter=0.0)
+    v1, v2 = batches_mod.two_views(x, flip=False, pad=0, jitter=0.0)
     assert torch.equal(v1, x) and torch.equal(v2, x)  # pad 0: the crop is the image itself
-    j1, _ = data.two_views(x, flip=False, pad=0, jitter=0.2, generator=torch.Generator().manual_seed(3))
+    j1, _ = batches_mod.two_views(x, flip=False, pad=0, jitter=0.2, generator=torch.Generator().manual_seed(3))
     # contrast then brightness: per image an affine map of the pixels, a * x + b, with |a - 1| <= 0.2
     for view, img in zip(j1, x, strict=True):
         a, b = torch.linalg.lstsq(torch.stack([img.flatten(), torch.ones(img.numel())], 1),
@@ -723,10 +726,10 @@ def test_resized_crop_magnifies_a_window_of_the_asked_area(device):
     cols = torch.linspace(0, 1, w).expand(h, w)
     rows = torch.linspace(0, 1, h)[:, None].expand(h, w)
     x = torch.stack([cols, rows])[None].expand(256, 2, h, w).contiguous().to(device)
-    assert data.resized_crop(x, 1.0) is x
+    assert batches_mod.resized_crop(x, 1.0) is x
     mean_area = {}
     for min_scale in (0.08, 0.5):
-        v = data.resized_crop(x, min_scale, torch.Generator(device=device).manual_seed(0)).cpu()
+        v = batches_mod.resized_crop(x, min_scale, torch.Generator(device=device).manual_seed(0)).cpu()
         assert v.shape == x.shape and v.dtype == x.dtype
         assert (v.diff(dim=-1)[:, 0] >= -1e-6).all() and (v.diff(dim=-2)[:, 1] >= -1e-6).all()
         span_x = v[:, 0, :, -1].mean(1) - v[:, 0, :, 0].mean(1)
@@ -736,16 +739,16 @@ def test_resized_crop_magnifies_a_window_of_the_asked_area(device):
         assert area.min() > min_scale * 0.95 and area.max() <= 1 + 1e-5
         mean_area[min_scale] = area.mean().item()
     assert mean_area[0.08] < mean_area[0.5] < 0.95
-    again = data.resized_crop(x, 0.08, torch.Generator(device=device).manual_seed(0)).cpu()
-    assert torch.equal(again, data.resized_crop(x, 0.08, torch.Generator(device=device).manual_seed(0)).cpu())
+    again = batches_mod.resized_crop(x, 0.08, torch.Generator(device=device).manual_seed(0)).cpu()
+    assert torch.equal(again, batches_mod.resized_crop(x, 0.08, torch.Generator(device=device).manual_seed(0)).cpu())
 
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_two_views_reproducible_distinct_in_range(device):
-    x = data.to_float(load_dataset(DatasetConfig(name="shapes", train_size=64, val_fraction=0),
+    x = batches_mod.to_float(load_dataset(DatasetConfig(name="shapes", train_size=64, val_fraction=0),
                                    device=device).train.images)
-    v1, v2 = data.two_views(x, flip=True, generator=torch.Generator(device=device).manual_seed(7))
-    w1, w2 = data.two_views(x, flip=True, generator=torch.Generator(device=device).manual_seed(7))
+    v1, v2 = batches_mod.two_views(x, flip=True, generator=torch.Generator(device=device).manual_seed(7))
+    w1, w2 = batches_mod.two_views(x, flip=True, generator=torch.Generator(device=device).manual_seed(7))
     assert torch.equal(v1, w1) and torch.equal(v2, w2)
     assert not torch.equal(v1, v2)
     assert (v1 - v2).abs().flatten(1).amax(1).gt(0).float().mean() > 0.9  # nearly every pair differs

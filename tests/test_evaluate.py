@@ -8,9 +8,10 @@ import re
 import pytest
 import torch
 
-from aesweep import data as datamod
-from aesweep.spec import DatasetConfig, parse_spec
-from aesweep.train import build, evaluate_stored, run_trial
+from aesweep.data import batches, datasets
+from aesweep.spec.load import parse_spec
+from aesweep.spec.trial import DatasetConfig
+from aesweep.training.train import build, evaluate_stored, run_trial
 
 SPEC = """
 name: eval
@@ -31,7 +32,7 @@ eval:
 
 @pytest.fixture(scope="module")
 def shapes():
-    return datamod.load_dataset(DatasetConfig(name="shapes", train_size=600, test_size=300, val_fraction=0.2))
+    return datasets.load_dataset(DatasetConfig(name="shapes", train_size=600, test_size=300, val_fraction=0.2))
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +102,7 @@ def test_classifier_head_accuracy_is_the_argmax_of_its_logits(shapes, tmp_path):
     model.load_state_dict(torch.load(tmp_path / "model" / "state_dict.pt", weights_only=True))
     model.eval()
     with torch.no_grad():
-        logits = model(datamod.to_float(shapes.test.images)).logits
+        logits = model(batches.to_float(shapes.test.images)).logits
     by_hand = int((logits.argmax(1) == shapes.test.labels).sum()) / len(shapes.test)
     assert result.metrics["head/acc"] == pytest.approx(by_hand, abs=1e-12)
     assert 0 <= result.metrics["head/val_acc"] <= 1 and 0 <= result.metrics["head/train_acc"] <= 1

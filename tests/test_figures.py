@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from aesweep import figures, registry
-from aesweep.data import Dataset, Split, load_dataset
-from aesweep.model import AutoEncoder
-from aesweep.spec import DatasetConfig, EvalConfig, TrialConfig
+from aesweep import registry
+from aesweep.data.datasets import Dataset, Split, load_dataset
+from aesweep.evaluation import figures
+from aesweep.models.model import AutoEncoder
+from aesweep.spec.trial import DatasetConfig, EvalConfig, TrialConfig
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -100,7 +101,7 @@ def test_figures_that_do_not_apply_are_skipped_with_a_note(shapes, tmp_path, cap
 
 
 def test_a_trial_draws_its_loss_curves_and_keeps_them_across_a_resume(tmp_path):
-    from aesweep import train
+    from aesweep.training import train
 
     cfg = TrialConfig.model_validate({
         "dataset": {"name": "shapes", "train_size": 200, "test_size": 60, "val_fraction": 0.2},

@@ -7,10 +7,11 @@ from dataclasses import replace
 import pytest
 import torch
 
-from aesweep import generative as gen
-from aesweep.data import Split, load_dataset, to_float
-from aesweep.model import AutoEncoder
-from aesweep.spec import DatasetConfig, EvalConfig, PriorConfig, TrialConfig
+from aesweep.data.batches import to_float
+from aesweep.data.datasets import Split, load_dataset
+from aesweep.evaluation import generative as gen
+from aesweep.models.model import AutoEncoder
+from aesweep.spec.trial import DatasetConfig, EvalConfig, PriorConfig, TrialConfig
 
 
 def rand_images(n: int, seed: int, shape=(1, 8, 8)) -> torch.Tensor:

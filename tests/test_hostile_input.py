@@ -16,8 +16,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from aesweep import capacity, yamlsafe
-from aesweep.spec import SpecError, load_spec, parse_spec
+from aesweep.models import capacity
+from aesweep.spec import yamlsafe
+from aesweep.spec.load import load_spec, parse_spec
+from aesweep.spec.problems import SpecError
 
 from .conftest import REPO, cli_env
 
@@ -168,8 +170,8 @@ def test_memory_estimate_counts_the_real_parameters():
     need = capacity.estimate(trial)
     import math
 
-    from aesweep import variants
-    from aesweep.model import AutoEncoder
+    from aesweep.models.model import AutoEncoder
+    from aesweep.spec import variants
 
     o = trial.objective
     objective = variants.compose(o.variant, {k: getattr(o, k) for k in variants.KNOBS}, o.recon_weight,

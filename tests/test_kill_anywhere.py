@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from aesweep import tune_state
+from aesweep.service import tune_state
 from tests.conftest import (
     EPOCH_METRICS,
     Store,

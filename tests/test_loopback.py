@@ -15,7 +15,7 @@ import urllib.request
 
 import pytest
 
-from aesweep import loopback
+from aesweep.service import loopback
 from tests import sockets
 from tests.conftest import REPO, cli_env
 from tests.test_cluster import free_port

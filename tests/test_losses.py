@@ -9,12 +9,12 @@ import torch
 import torch.nn.functional as F
 from torch.distributions import Independent, Normal, kl_divergence
 
-from aesweep import losses
-from aesweep.losses import Batch, objective_loss
-from aesweep.model import AEOutput, AutoEncoder
+from aesweep.models import losses
+from aesweep.models.losses import Batch, objective_loss
+from aesweep.models.model import AEOutput, AutoEncoder
 from aesweep.registry import LOSS_TERMS
-from aesweep.spec import PriorConfig
-from aesweep.variants import compose
+from aesweep.spec.trial import PriorConfig
+from aesweep.spec.variants import compose
 
 SMALL = (1, 8, 8)
 

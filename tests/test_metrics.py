@@ -15,11 +15,12 @@ from torchmetrics.functional.image import (
     universal_image_quality_index,
 )
 
-from aesweep import metrics
-from aesweep.data import Split, load_dataset, to_float
-from aesweep.model import AutoEncoder
+from aesweep.data.batches import to_float
+from aesweep.data.datasets import Split, load_dataset
+from aesweep.evaluation import metrics
+from aesweep.models.model import AutoEncoder
 from aesweep.registry import METRICS, UnknownNameError
-from aesweep.spec import DatasetConfig, EvalConfig
+from aesweep.spec.trial import DatasetConfig, EvalConfig
 
 REAL_FASHION = Path("/usr/share/datasets/fashion-mnist")
 

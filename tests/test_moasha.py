@@ -18,10 +18,12 @@ import pytest
 import yaml
 from ray.tune.schedulers import TrialScheduler
 
-from aesweep import moasha, sweep, tracking
-from aesweep.liveview import render_line
-from aesweep.moasha import MOASHAScheduler
-from aesweep.spec import SpecError, load_spec, parse_spec, scheduler_metrics
+from aesweep.service import driver, pareto, tracking, trainable
+from aesweep.service.liveview import render_line
+from aesweep.service.moasha import MOASHAScheduler
+from aesweep.spec.checks import scheduler_metrics
+from aesweep.spec.load import load_spec, parse_spec
+from aesweep.spec.problems import SpecError
 from tests.conftest import Store, cli, cli_background, kill_group, load, spec_data, tune_trials
 
 STOP, CONTINUE = TrialScheduler.STOP, TrialScheduler.CONTINUE
@@ -42,10 +44,10 @@ def result(epoch: int, mse: float, acc: float) -> dict:
 
 def test_nondominated_fronts_and_epsilon_net_order():
     points = [[1, 5], [5, 1], [3, 3], [4, 4], [2, 6], [6, 6]]  # minimised
-    assert moasha.nondominated_fronts(points) == [[0, 1, 2], [3, 4], [5]]
+    assert pareto.nondominated_fronts(points) == [[0, 1, 2], [3, 4], [5]]
     # Front 1 by epsilon-net: the best on the first metric, then the farthest from it ([5, 1]), then [3, 3].
-    assert moasha.rank_order(points)[:3] == [0, 1, 2]
-    assert moasha.rank_order(points)[-1] == 5
+    assert pareto.rank_order(points)[:3] == [0, 1, 2]
+    assert pareto.rank_order(points)[-1] == 5
 
 
 def test_a_dominated_trial_is_stopped_and_a_dominating_one_promoted():
@@ -148,11 +150,11 @@ def test_hypervolume_2d_matches_optuna():
     for n in (1, 2, 5, 30):
         points = [[rng.random(), rng.random()] for _ in range(n)]
         ref = [1.1, 1.2]
-        ours = moasha.hypervolume_2d(points, ref)
+        ours = pareto.hypervolume_2d(points, ref)
         theirs = compute_hypervolume(np.array(points), np.array(ref))
         assert ours == pytest.approx(theirs, rel=1e-12)
-    assert moasha.hypervolume_2d([[2.0, 0.0]], [1.0, 1.0]) == 0.0  # outside the reference box
-    assert moasha.hypervolume_2d([], [1.0, 1.0]) == 0.0
+    assert pareto.hypervolume_2d([[2.0, 0.0]], [1.0, 1.0]) == 0.0  # outside the reference box
+    assert pareto.hypervolume_2d([], [1.0, 1.0]) == 0.0
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -173,7 +175,7 @@ def test_default_metrics_are_the_per_epoch_counterparts_of_the_search_metrics():
     assert scheduler_metrics(spec) == {"val/mse": "min", "val/probe/knn/acc": "max"}
     spec = parse_spec(BASE + "  scheduler: {name: moasha, metrics: {val/loss: min, val/psnr: max}}\n")
     assert scheduler_metrics(spec) == {"val/loss": "min", "val/psnr": "max"}
-    assert isinstance(sweep._scheduler(spec), MOASHAScheduler)
+    assert isinstance(driver._scheduler(spec), MOASHAScheduler)
 
 
 @pytest.mark.parametrize("tail, expected", [
@@ -257,7 +259,7 @@ def test_moasha_sweep_prunes_at_rungs_and_promotes_the_pareto_optimal(local_ray,
                       search={"algorithm": "grid", "max_concurrent": 1,
                               "scheduler": {"name": "moasha", "grace_period": 1, "reduction_factor": 2}})
     lines: list[str] = []
-    outcome = sweep.run_sweep(load(path), storage=store.storage, tracking_uri=store.uri,
+    outcome = driver.run_sweep(load(path), storage=store.storage, tracking_uri=store.uri,
                               progress=lambda view: lines.append(render_line(view)))
     children = store.children(outcome.state.parent_run_id)
     by_lr = {float(c.data.params["train.lr"]): c for c in children}
@@ -268,7 +270,7 @@ def test_moasha_sweep_prunes_at_rungs_and_promotes_the_pareto_optimal(local_ray,
     assert store.steps(first.info.run_id, "val/mse") == [1, 2, 3, 4]
     # The untrainable one is behind it at the first rung (n = 2, one place): KILLED there, tagged, no final eval.
     assert hopeless.info.status == "KILLED" and hopeless.data.tags["aesweep.pruned"] == "true"
-    assert hopeless.data.tags[sweep.RUNG_TAG] == "1"
+    assert hopeless.data.tags[driver.RUNG_TAG] == "1"
     assert store.steps(hopeless.info.run_id, "val/mse") == [1]
     assert "test/mse" not in hopeless.data.metrics
 
@@ -282,9 +284,9 @@ def test_moasha_sweep_prunes_at_rungs_and_promotes_the_pareto_optimal(local_ray,
         for i, (_, run_id, point) in enumerate(arrivals):
             earlier = [p for _, _, p in arrivals[:i]]
             went_on = rung + 1 in vectors[run_id]
-            if earlier and all(moasha.dominates(point, p) for p in earlier):
+            if earlier and all(pareto.dominates(point, p) for p in earlier):
                 assert went_on, (rung, run_id)
-            if sum(moasha.dominates(p, point) for p in earlier) >= (i + 1) / 2:
+            if sum(pareto.dominates(p, point) for p in earlier) >= (i + 1) / 2:
                 assert not went_on, (rung, run_id)
     assert outcome.counts["pruned"] >= 1 and outcome.counts["finished"] >= 1
     assert outcome.counts["pruned"] + outcome.counts["finished"] == len(lrs)
@@ -377,7 +379,7 @@ def test_driver_killed_then_resumed_keeps_the_rungs(store, tmp_path):
         child = after[lr]
         assert child.info.status == "KILLED" and child.data.tags.get("aesweep.pruned") == "true", (lr, child.info)
         if lr not in before:  # started after the resume: ranked against the restored rung, stopped there
-            assert child.data.tags[sweep.RUNG_TAG] == "1"
+            assert child.data.tags[driver.RUNG_TAG] == "1"
             assert store.steps(child.info.run_id, "val/mse") == [1]
     trials = tune_trials(state_path)
     # Tune knows every trial once. Their statuses are asserted above, from MLflow, the record: Tune's on-disk
@@ -397,23 +399,23 @@ def test_the_driver_carries_either_schedulers_rungs_through_a_pickle():
                          reduction_factor=2)
     asha.on_trial_add(None, trial("a"))
     asha.on_trial_result(None, trial("a"), {"epoch": 1, "val/loss": 0.1})
-    saved = pickle.loads(pickle.dumps(sweep._scheduler_state(asha)))  # as Tune checkpoints callback state
+    saved = pickle.loads(pickle.dumps(driver._scheduler_state(asha)))  # as Tune checkpoints callback state
     fresh = ASHAScheduler(time_attr="epoch", metric="val/loss", mode="min", max_t=8, grace_period=1,
                           reduction_factor=2)
-    sweep._set_scheduler_state(fresh, saved)
+    driver._set_scheduler_state(fresh, saved)
     fresh.on_trial_add(None, trial("b"))
     assert fresh.on_trial_result(None, trial("b"), {"epoch": 1, "val/loss": 0.5}) == STOP  # a is remembered
     # MO-ASHA: its JSON state.
     mo = MOASHAScheduler(TWO, max_t=8, reduction_factor=2)
     mo.on_trial_result(None, trial("a"), result(1, 0.1, 0.9))
     again = MOASHAScheduler(TWO, max_t=8, reduction_factor=2)
-    sweep._set_scheduler_state(again, pickle.loads(pickle.dumps(sweep._scheduler_state(mo))))
+    driver._set_scheduler_state(again, pickle.loads(pickle.dumps(driver._scheduler_state(mo))))
     assert again.on_trial_result(None, trial("b"), result(1, 0.2, 0.8)) == STOP
-    assert sweep._scheduler_state(None) is None
+    assert driver._scheduler_state(None) is None
 
 
 def test_live_view_line_for_a_sweep_whose_search_metric_comes_at_the_end():
-    from aesweep.liveview import LiveState
+    from aesweep.service.liveview import LiveState
 
     spec = parse_spec(BASE + "  num_samples: 4\n  scheduler: moasha\neval: {online_probe_every: 1}\n")
     config = {"aesweep": {"spec": spec.model_dump_json(by_alias=True)}}
@@ -438,7 +440,7 @@ def test_live_view_line_for_a_sweep_whose_search_metric_comes_at_the_end():
     assert "running: x_0 2/4 val/mse 0.04, x_1 1/4 val/mse 0.09" in line
     # Once a trial has its final values, they replace the per-epoch best; the front is of the finished trials.
     a.status, a.last_result = "TERMINATED", {"epoch": 4, "test/mse": 0.03, "probe/knn/acc": 0.8,
-                                             sweep.DONE: 1.0, "training_iteration": 4}
+                                             trainable.DONE: 1.0, "training_iteration": 4}
     live.observe(a, a.last_result)
     line = render_line(live.view([a, b], 80.0))
     assert "1 done, 1 running" in line and "best test/mse 0.03 (" in line and "Pareto front 1" in line

@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
-from aesweep.model import AEOutput, AutoEncoder, GaussianBottleneck
-from aesweep.spec import ModelConfig
-from aesweep.variants import compose
+from aesweep.models.model import AEOutput, AutoEncoder, GaussianBottleneck
+from aesweep.spec.trial import ModelConfig
+from aesweep.spec.variants import compose
 
 SMALL = (1, 8, 8)
 

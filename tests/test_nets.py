@@ -9,8 +9,9 @@ import pytest
 import torch
 from torch import nn
 
-from aesweep import nets
+from aesweep.models import nets
 from aesweep.registry import BACKBONES, UnknownNameError
+from aesweep.spec import backbones
 
 SHAPES = [(1, 28, 28), (3, 32, 32)]
 
@@ -121,7 +122,7 @@ def _widths_reference(d_x: int, d_z: int, n: int) -> list[int]:
 @pytest.mark.parametrize("n_layers", [1, 2, 3, 5, 8])
 @pytest.mark.parametrize("d_z", [2, 10, 33, 128])
 def test_mlp_widths_formula(d_x, n_layers, d_z):
-    widths = nets.mlp_widths(d_x, d_z, n_layers)
+    widths = backbones.mlp_widths(d_x, d_z, n_layers)
     assert widths == _widths_reference(d_x, d_z, n_layers)
     assert len(widths) == n_layers and widths[-1] == d_z
     assert widths == sorted(widths, reverse=True)
@@ -129,17 +130,17 @@ def test_mlp_widths_formula(d_x, n_layers, d_z):
 
 def test_mlp_widths_known_values():
     # 784 -> 10 in 3 layers: (784 - 10) / 3 = 258 exactly; 784 -> 33 in 2: floor(751/2) = 375.
-    assert nets.mlp_widths(784, 10, 3) == [526, 268, 10]
-    assert nets.mlp_widths(784, 33, 2) == [409, 33]
+    assert backbones.mlp_widths(784, 10, 3) == [526, 268, 10]
+    assert backbones.mlp_widths(784, 33, 2) == [409, 33]
     # The beta-VAE study's 3-layer AE on 784 pixels with D_z = 2: hidden [524, 263] (its 1,100,668 parameters).
-    assert nets.mlp_widths(784, 2, 3) == [524, 263, 2]
+    assert backbones.mlp_widths(784, 2, 3) == [524, 263, 2]
 
 
 @pytest.mark.parametrize("n_layers", [1, 2, 4])
 def test_mlp_layers_follow_widths(n_layers):
     in_shape, d_z = (1, 28, 28), 10
     bb = nets.build_backbone("mlp", in_shape, d_z, depth=n_layers)
-    widths = nets.mlp_widths(784, d_z, n_layers)
+    widths = backbones.mlp_widths(784, d_z, n_layers)
     enc = [m for m in bb.encoder.modules() if isinstance(m, nn.Linear)]
     dec = [m for m in bb.decoder.modules() if isinstance(m, nn.Linear)]
     # Encoder: hidden layers 1..n-1; layer n (-> D_z) is the shared bottleneck of model.py.
@@ -235,7 +236,7 @@ def test_linear_output_is_unbounded_in_training_and_an_image_in_eval():
 
 
 def test_lecun_normal_init_has_variance_one_over_fan_in_and_zero_bias():
-    from aesweep.model import AutoEncoder, initialise
+    from aesweep.models.model import AutoEncoder, initialise
 
     torch.manual_seed(0)
     ae = AutoEncoder("mlp", (1, 28, 28), 10, settings={"widths": [2000, 2000]}, init="lecun_normal")
@@ -307,12 +308,12 @@ def test_skip_taps_never_the_raw_input():
     ("conv", {"channels": [8, 16], "strides": [2, 3]}, "strides", "strides are 1 or 2"),
 ])
 def test_setting_problems_name_the_field(name, settings, field, message):
-    found = nets.setting_problems(name, None, settings)
+    found = backbones.setting_problems(name, None, settings)
     assert found and found[0][0] == field and message in found[0][1]
-    with pytest.raises(nets.SettingError, match=message):
+    with pytest.raises(backbones.SettingError, match=message):
         nets.build_backbone(name, (3, 32, 32), 8, **settings)
 
 
 def test_depth_conflicts_with_explicit_layouts():
-    assert nets.setting_problems("conv", 2, {"channels": [8, 16]})[0][0] == "depth"
-    assert nets.setting_problems("mlp", 3, {"widths": [64]})[0][0] == "depth"
+    assert backbones.setting_problems("conv", 2, {"channels": [8, 16]})[0][0] == "depth"
+    assert backbones.setting_problems("mlp", 3, {"widths": [64]})[0][0] == "depth"

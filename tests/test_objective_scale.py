@@ -6,11 +6,12 @@ import math
 import pytest
 import torch
 
-from aesweep import variants
-from aesweep.losses import Batch, objective_loss
-from aesweep.model import AEOutput
-from aesweep.spec import parse_spec, replay
-from aesweep.train import build
+from aesweep.models.losses import Batch, objective_loss
+from aesweep.models.model import AEOutput
+from aesweep.spec import variants
+from aesweep.spec.distributions import replay
+from aesweep.spec.load import parse_spec
+from aesweep.training.train import build
 
 C, H, W, D, B = 1, 4, 5, 3, 6
 

@@ -14,9 +14,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import adjusted_rand_score
 from sklearn.neighbors import KNeighborsClassifier
 
-from aesweep import probes
+from aesweep.evaluation import clustering, probes, solvers
 from aesweep.registry import CLUSTERERS, PROBES
-from aesweep.spec import EvalConfig
+from aesweep.spec.trial import EvalConfig
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA"))]
 CLASSIFIERS = ["logreg", "mlp", "random_forest", "knn", "mlp_torch"]
@@ -127,19 +127,19 @@ def test_torch_knn_votes_exactly_like_sklearn_including_zero_distances():
     xte = torch.cat([xtr[:50], torch.randn(200, 3, generator=g)])  # 50 test points sit on training points
     ref = KNeighborsClassifier(n_neighbors=5, weights="distance").fit(xtr.double(), ytr).predict(xte.double())
     # A zero-distance neighbour decides alone (duplicates vote equally, ties to the smaller class), as in sklearn.
-    assert np.array_equal(probes.torch_knn(xtr, ytr, xte, 5).numpy(), ref)
+    assert np.array_equal(solvers.torch_knn(xtr, ytr, xte, 5).numpy(), ref)
 
 
 def test_torch_logreg_solves_sklearns_objective():
     xtr, ytr, xte, _ = split(60, 20, spread=4.0, dim=8)
-    xtr, xte = probes.standardize(xtr, xte)
+    xtr, xte = solvers.standardize(xtr, xte)
     for C in (0.1, 1.0):
         ref = LogisticRegression(C=C, tol=1e-10, max_iter=5000).fit(xtr.double().numpy(), ytr.numpy())
-        w, b = probes.torch_logreg_fit(xtr, ytr, 4, C=C, max_iter=1000, tol=1e-7)
+        w, b = solvers.torch_logreg_fit(xtr, ytr, 4, C=C, max_iter=1000, tol=1e-7)
         # Converged on the same objective: the same coefficients, up to float32 precision.
         assert np.allclose(w.T.numpy(), ref.coef_, atol=2e-3), np.abs(w.T.numpy() - ref.coef_).max()
         assert np.allclose(b.numpy(), ref.intercept_, atol=2e-3)
-        pred = probes.torch_logreg(xtr, ytr, xte, 4, C=C)  # the default budget: scikit-learn's
+        pred = solvers.torch_logreg(xtr, ytr, xte, 4, C=C)  # the default budget: scikit-learn's
         assert np.mean(pred.numpy() == ref.predict(xte.double().numpy())) >= 0.98
 
 
@@ -184,7 +184,7 @@ def test_cluster_subsample_bounds_gmm_and_hdbscan_rows(monkeypatch):
 
     for method in ("kmeans", "gmm"):
         row = CLUSTERERS.get(method)
-        monkeypatch.setitem(CLUSTERERS._items, method, probes.Clusterer(spy(method, row.fit_predict), row.bounded))
+        monkeypatch.setitem(CLUSTERERS._items, method, clustering.Clusterer(spy(method, row.fit_predict), row.bounded))
     x, y = blobs(100, num_classes=4, dim=4)
     probes.run_probes(x[:10], y[:10], x, y, cfg(clustering=["kmeans", "gmm"], cluster_subsample=120), num_classes=4)
     assert seen == {"kmeans": 400, "gmm": 120}
@@ -272,8 +272,8 @@ def fashion_features():
     Gaussian random projection (as shared/baselines/naive_probes.py does)."""
     if not (FASHION_MNIST / "train-images-idx3-ubyte.gz").is_file():
         pytest.skip(f"Fashion-MNIST not installed at {FASHION_MNIST} (Debian package dataset-fashion-mnist)")
-    from aesweep.data import load_dataset
-    from aesweep.spec import DatasetConfig
+    from aesweep.data.datasets import load_dataset
+    from aesweep.spec.trial import DatasetConfig
 
     with tempfile.TemporaryDirectory() as root:  # the loader extracts the verified IDX files into its root
         ds = load_dataset(DatasetConfig(name="fashion_mnist", root=root, download=False, train_size=5000,
@@ -303,7 +303,7 @@ def test_torch_kmeans_matches_sklearn_on_fashion_mnist(fashion_features):
     # k-means on real features has local minima of near-equal inertia whose ARI differs by 0.01-0.03, for
     # scikit-learn as much as for us: compare the ARI averaged over seeds, and the best inertia reached.
     sk = [KMeans(10, n_init=10, random_state=s).fit(xtr.double().numpy()) for s in range(4)]
-    ours = [probes.torch_kmeans(xtr, 10, seed=s) for s in range(4)]
+    ours = [solvers.torch_kmeans(xtr, 10, seed=s) for s in range(4)]
     sk_ari = np.mean([adjusted_rand_score(y, m.labels_) for m in sk])
     our_ari = np.mean([adjusted_rand_score(y, labels.numpy()) for labels, _ in ours])
     assert sk_ari > 0.2
@@ -321,7 +321,7 @@ def test_mlp_torch_is_within_a_few_points_of_scikit_learns_mlp():
     # Ten overlapping classes in 32 dimensions: separable enough for ~90%, hard enough that the two can differ.
     xtr, ytr, xte, yte = split(200, 200, num_classes=10, dim=32, spread=3.0)
     ours = probes.fit_predict("mlp_torch", xtr, ytr, xte, num_classes=10)
-    xtr_s, xte_s = probes.standardize(xtr, xte)
+    xtr_s, xte_s = solvers.standardize(xtr, xte)
     reference = MLPClassifier(hidden_layer_sizes=(64,), early_stopping=True, random_state=0, max_iter=500)
     theirs = reference.fit(xtr_s.numpy(), ytr.numpy()).predict(xte_s.numpy())
     acc_ours, acc_theirs = float(np.mean(ours == yte.numpy())), float(np.mean(theirs == yte.numpy()))
@@ -332,14 +332,14 @@ def test_mlp_torch_is_within_a_few_points_of_scikit_learns_mlp():
 
 
 def test_mlp_torch_early_stopping_restores_the_best_epoch():
-    from aesweep import mlp_probe
+    from aesweep.evaluation import mlp_probe
 
     # Noisy labels on few rows and a wide net without dropout: validation accuracy peaks, then overfitting sets in.
     xtr, ytr, _, _ = split(40, 1, num_classes=4, dim=16, spread=6.0)
     g = torch.Generator().manual_seed(0)
     flip = torch.rand(len(ytr), generator=g) < 0.3
     noisy_y = torch.where(flip, torch.randint(0, 4, ytr.shape, generator=g), ytr)
-    xtr, _ = probes.standardize(xtr, xtr)
+    xtr, _ = solvers.standardize(xtr, xtr)
     before = torch.get_rng_state()
     fit = mlp_probe.fit_mlp(xtr, noisy_y, 4, widths=[256, 256], dropout=0.0, lr=1e-2, batch_size=16,
                             max_epochs=200, patience=8, val_fraction=0.25, seed=3)
@@ -359,7 +359,7 @@ def test_mlp_torch_early_stopping_restores_the_best_epoch():
 
 
 def test_mlp_torch_reads_its_eval_fields_and_logs_like_the_other_probes(monkeypatch):
-    from aesweep import mlp_probe
+    from aesweep.evaluation import mlp_probe
 
     seen = []
     real_fit = mlp_probe.fit_mlp

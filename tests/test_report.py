@@ -15,9 +15,11 @@ import pytest
 import yaml
 from scipy import stats as scipy_stats
 
-from aesweep import report as rep
-from aesweep import sweep
-from aesweep.spec import parse_spec
+from aesweep.report import assemble, tables
+from aesweep.report import record as record_mod
+from aesweep.service import driver, reevaluate
+from aesweep.service.pareto import pareto_mask
+from aesweep.spec.load import parse_spec
 from tests.conftest import Store, cli, load, write_spec
 
 pytestmark = pytest.mark.slow
@@ -35,7 +37,7 @@ def grid_sweep(local_ray, tmp_path_factory):
                       eval={"probes": ["knn"], "clustering": ["kmeans"]},
                       search={"algorithm": "grid", "metrics": {"test/mse": "min", "probe/knn/acc": "max"},
                               "seeds": 2, "max_concurrent": 2})
-    outcome = sweep.run_sweep(load(path), storage=store.storage, tracking_uri=store.uri)
+    outcome = driver.run_sweep(load(path), storage=store.storage, tracking_uri=store.uri)
     assert outcome.counts["finished"] == 8, outcome.trials
     return store, outcome
 
@@ -137,12 +139,12 @@ def test_plots_summary_and_parent_run_artifacts(grid_report):
 def test_report_finds_a_sweep_by_name_in_mlflow_and_counts_running_trials(grid_sweep, tmp_path):
     store, outcome = grid_sweep
     # Only MLflow (no Ray Tune storage here), and one trial still running: it is counted, not tabulated.
-    uri, parent, spec = rep.locate("rgrid", storage=str(tmp_path / "nowhere"), tracking_uri=store.uri)
+    uri, parent, spec = record_mod.locate("rgrid", storage=str(tmp_path / "nowhere"), tracking_uri=store.uri)
     assert parent == outcome.state.parent_run_id and spec is None
-    record = rep.load_record(uri, parent)
+    record = record_mod.load_record(uri, parent)
     assert record.spec.name == "rgrid" and len(record.frame) == 8
     record.frame.loc[0, "status"] = "running"
-    made = rep.make_report(record, tmp_path / "out", log=False)
+    made = assemble.make_report(record, tmp_path / "out", log=False)
     assert "trials: 8 (7 finished, 1 running)" in (made.out_dir / "summary.md").read_text()
     stats = pd.read_csv(made.out_dir / "stats.csv")
     assert stats[stats["table"] == "recon_mse"]["n"].sum() == 7
@@ -168,8 +170,8 @@ def test_eval_only_sweep_adds_a_probe_and_leaves_training_metrics_alone(grid_swe
     bad = cli("evaluate", outcome.state.experiment_path, "--set", "eval.probes=[no_such_probe]")
     assert bad.returncode == 2 and "eval.probes (from --set)" in bad.stderr
 
-    uri, parent_id, spec = rep.locate(outcome.state.experiment_path)
-    results = sweep.evaluate_sweep(uri, parent_id, spec, ["eval.probes=[knn, logreg]", "eval.label_efficiency=[5]"])
+    uri, parent_id, spec = record_mod.locate(outcome.state.experiment_path)
+    results = reevaluate.evaluate_sweep(uri, parent_id, spec, ["eval.probes=[knn, logreg]", "eval.label_efficiency=[5]"])
     assert len(results) == 8 and all(r["status"] == "ok" for r in results), results
 
     for run in store.children(parent):
@@ -192,10 +194,10 @@ def test_searched_sweep_gets_optimisation_history_and_fanova_importance(local_ra
                       train={"lr": {"loguniform": [1.0e-4, 3.0e-2]}},
                       search={"algorithm": "tpe", "metrics": {"val/loss": "min"}, "num_samples": 6,
                               "max_concurrent": 2})
-    outcome = sweep.run_sweep(load(path), storage=store.storage, tracking_uri=store.uri)
+    outcome = driver.run_sweep(load(path), storage=store.storage, tracking_uri=store.uri)
     assert outcome.counts["finished"] == 6
-    record = rep.load_record(*rep.locate(outcome.state.experiment_path)[:2])
-    made = rep.make_report(record, tmp_path / "report", log=False)
+    record = record_mod.load_record(*record_mod.locate(outcome.state.experiment_path)[:2])
+    made = assemble.make_report(record, tmp_path / "report", log=False)
     for name in ("optimization_history", "param_importance"):
         assert (made.out_dir / "plots" / f"{name}.png").read_bytes().startswith(PNG)
     importance = pd.read_csv(made.out_dir / "param_importance.csv")
@@ -208,13 +210,13 @@ def test_searched_sweep_gets_optimisation_history_and_fanova_importance(local_ra
 # Table logic on a hand-made frame (no MLflow): folds, conditional knobs, directions
 
 
-def _record(rows: list[dict], metrics: dict[str, str]) -> rep.SweepRecord:
+def _record(rows: list[dict], metrics: dict[str, str]) -> record_mod.SweepRecord:
     spec = parse_spec("name: hand\nsearch: {algorithm: grid, metrics: " + yaml.safe_dump(metrics,
                       default_flow_style=True).strip() + "}\n")
     frame = pd.DataFrame([{"trial_id": f"t{i}", "run_id": f"r{i}", "status": "finished", "reason": "",
                            "start_time": i, **r} for i, r in enumerate(rows)])
     params = [c for c in frame.columns if "." in c and "/" not in c]
-    return rep.SweepRecord("hand", "sqlite:///x", "p", "0", spec, frame, params,
+    return record_mod.SweepRecord("hand", "sqlite:///x", "p", "0", spec, frame, params,
                            [c for c in frame.columns if "/" in c])
 
 
@@ -230,20 +232,20 @@ def test_folds_aggregate_as_mean_and_std_and_conditional_knobs_show_a_dash():
     record = _record(rows, {"test/psnr": "max"})
     assert record.varied == ["objective.variant", "model.latent_dim"]  # sparsity: one value, owned by sparse
     assert record.replicate == "dataset.fold"
-    psnr = rep.study_table(record, "recon_psnr", "PSNR", {"test/psnr": "psnr"}, None)
+    psnr = tables.study_table(record, "recon_psnr", "PSNR", {"test/psnr": "psnr"}, None)
     frame = pd.DataFrame(rows)
     for variant in ("ae", "sparse"):
         for latent in (8, 16):
             values = frame[(frame["objective.variant"] == variant) & (frame["model.latent_dim"] == latent)]["test/psnr"]
             assert psnr.means.at[(variant,), latent] == pytest.approx(values.mean())
             assert f"± {values.std(ddof=1):.2g}" in psnr.cells.at[(variant,), latent]
-    md = rep.table_markdown(psnr, record.replicate)
+    md = tables.table_markdown(psnr, record.replicate)
     assert "standard deviation over the cross-validation folds" in md
     # PSNR: higher is better; MSE: lower is better, each column bolds its own best.
     for latent in (8, 16):
         best = psnr.means[latent].idxmax()
         assert psnr.cells.at[best, latent].startswith("**")
-    mse = rep.study_table(record, "recon_mse", "MSE", {"test/mse": "mse"}, None)
+    mse = tables.study_table(record, "recon_mse", "MSE", {"test/mse": "mse"}, None)
     for latent in (8, 16):
         assert mse.cells.at[mse.means[latent].idxmin(), latent].startswith("**")
         assert not mse.cells.at[mse.means[latent].idxmax(), latent].startswith("**")
@@ -252,17 +254,18 @@ def test_folds_aggregate_as_mean_and_std_and_conditional_knobs_show_a_dash():
     for r in rows:
         if r["objective.variant"] == "sparse" and r["dataset.fold"] % 2:
             r["objective.sparsity"] = 1e-3
-    table = rep.study_table(_record(rows, {"test/psnr": "max"}), "t", "t", {"test/psnr": "psnr"}, None)
+    table = tables.study_table(_record(rows, {"test/psnr": "max"}), "t", "t", {"test/psnr": "psnr"}, None)
     assert list(table.means.index.names) == ["variant", "sparsity"]
     assert ("ae", "-") in table.means.index and ("sparse", 1e-3) in table.means.index
 
 
 def test_pareto_mask_keeps_exactly_the_non_dominated_points():
-    error = np.array([0.1, 0.2, 0.3, 0.15, 0.1])
-    accuracy = np.array([0.5, 0.7, 0.9, 0.6, 0.4])
-    assert rep.pareto_mask(error, accuracy).tolist() == [True, True, True, True, False]
+    """Error minimised, accuracy maximised (negated): the report's front."""
+    error = [0.1, 0.2, 0.3, 0.15, 0.1]
+    accuracy = [0.5, 0.7, 0.9, 0.6, 0.4]
+    assert pareto_mask([(e, -a) for e, a in zip(error, accuracy, strict=True)]) == [True, True, True, True, False]
     assert re.fullmatch(r"probe/[^/]+/acc", "probe/knn/acc")
-    assert rep.pareto_mask(np.array([1.0, 1.0]), np.array([0.5, 0.5])).tolist() == [True, True]  # ties stay
+    assert pareto_mask([(1.0, -0.5), (1.0, -0.5)]) == [True, True]  # ties stay
 
 
 def test_report_of_an_unknown_path_is_one_line_and_exit_2(tmp_path):

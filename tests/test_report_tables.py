@@ -8,9 +8,11 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from aesweep import report as rep
-from aesweep import report_curves, tracking
-from aesweep.spec import parse_spec
+from aesweep.report import assemble, tables
+from aesweep.report import curves as report_curves
+from aesweep.report import record as record_mod
+from aesweep.service import tracking
+from aesweep.spec.load import parse_spec
 
 SPEC = """
 name: hand
@@ -58,7 +60,7 @@ def store(tmp_path_factory):
                 c.set_terminated(run, "FINISHED")
                 truth.append({"variant": variant, "latent": latent, "seed": seed, "run": run,
                               "val/mse": _curve(variant, latent, seed, 5)[1] / 2, "test/mse": test_mse})
-    record = rep.load_record(uri, parent, parse_spec(SPEC, "hand.yaml"))
+    record = record_mod.load_record(uri, parent, parse_spec(SPEC, "hand.yaml"))
     return record, pd.DataFrame(truth)
 
 
@@ -67,7 +69,7 @@ def test_validation_values_sit_beside_the_test_values(store, tmp_path):
     # Counts are numbers to tabulate, not configuration: the varied params stay variant and latent size.
     assert record.varied == ["objective.variant", "model.latent_dim"]
     assert "model/params/encoder" in record.metric_columns and "model/params" in record.metric_columns
-    table = rep.val_test_table(record)
+    table = tables.val_test_table(record)
     assert list(table.means.index.names) == ["variant", "measure"]
     assert {lv for _, lv in table.means.index} == {"loss (test)", "loss (val)", "mse (test)", "mse (val)"}
     for variant in ("ae", "vae"):
@@ -75,7 +77,7 @@ def test_validation_values_sit_beside_the_test_values(store, tmp_path):
             rows = truth[(truth.variant == variant) & (truth.latent == latent)]
             assert table.means.at[(variant, "mse (val)"), latent] == pytest.approx(rows["val/mse"].mean())
             assert table.means.at[(variant, "mse (test)"), latent] == pytest.approx(rows["test/mse"].mean())
-    report = rep.make_report(record, tmp_path / "out", log=False)
+    report = assemble.make_report(record, tmp_path / "out", log=False)
     md = (tmp_path / "out" / "tables.md").read_text()
     section = md.split("### Validation (last epoch) and test values")[1].split("###")[0]
     assert "| ae | mse (val) |" in section and "| ae | mse (test) |" in section
@@ -84,7 +86,7 @@ def test_validation_values_sit_beside_the_test_values(store, tmp_path):
 
 def test_parameter_counts_are_tabulated_as_integers(store, tmp_path):
     record, _ = store
-    table = rep.params_table(record)
+    table = tables.params_table(record)
     assert {lv for _, lv in table.means.index} == {"total", "encoder"}
     for (variant, latent), count in PARAMS.items():
         assert table.means.at[(variant, "total"), latent] == count
@@ -92,11 +94,11 @@ def test_parameter_counts_are_tabulated_as_integers(store, tmp_path):
     assert table.cells.at[("vae", "encoder"), 2] == f"{PARAMS[('vae', 2)] // 2:,}"
     assert ("ae", "encoder") not in table.means.index  # the ae runs did not log it
     # Without any count the table is simply absent (the report does not depend on the trials logging one).
-    bare = rep.SweepRecord(record.name, record.uri, record.parent_run_id, record.experiment_id, record.spec,
+    bare = record_mod.SweepRecord(record.name, record.uri, record.parent_run_id, record.experiment_id, record.spec,
                            record.frame, record.param_columns,
                            [m for m in record.metric_columns if not m.startswith("model/params")])
-    assert rep.params_table(bare) is None
-    assert "params" not in [t.name for t in rep.all_tables(bare)]
+    assert tables.params_table(bare) is None
+    assert "params" not in [t.name for t in tables.all_tables(bare)]
 
 
 def test_a_one_epoch_loss_curve_is_drawn_as_a_visible_point():
@@ -126,7 +128,7 @@ def test_loss_curves_are_read_from_mlflow_one_panel_per_configuration(store, tmp
     pixels = mpimg.imread(paths[0])
     assert pixels.shape[0] > 200 and pixels.std() > 0.05
     # One panel per configuration (4: variant x latent; the two seeds share a panel).
-    report = rep.make_report(record, tmp_path / "out", log=False)
+    report = assemble.make_report(record, tmp_path / "out", log=False)
     assert (tmp_path / "out" / "plots" / "loss_curves.png") in report.files
     summary = (tmp_path / "out" / "summary.md").read_text()
     assert "(plots/loss_curves.png)" in summary
@@ -164,8 +166,8 @@ def test_the_best_trials_figures_are_copied_into_the_report(tmp_path):
         c.log_artifact(run, str(png), "figures")
         drawn[variant] = png.read_bytes()
         c.set_terminated(run, "FINISHED")
-    record = rep.load_record(uri, parent, parse_spec(SPEC, "hand.yaml"))
-    report = rep.make_report(record, tmp_path / "out", log=False)
+    record = record_mod.load_record(uri, parent, parse_spec(SPEC, "hand.yaml"))
+    report = assemble.make_report(record, tmp_path / "out", log=False)
     copies = sorted((tmp_path / "out" / "plots" / "trials").rglob("*.png"))
     assert len(copies) == 1 and copies[0].name == "traversals.png"
     assert copies[0].read_bytes() == drawn["ae"]  # the best trial on test/mse (min), not the other
@@ -173,5 +175,5 @@ def test_the_best_trials_figures_are_copied_into_the_report(tmp_path):
     trial_id = copies[0].parent.name
     summary = (tmp_path / "out" / "summary.md").read_text()
     assert f"(plots/trials/{trial_id}/traversals.png)" in summary and f"trial {trial_id}" in summary
-    rep.make_report(record, tmp_path / "out", log=False)  # a second report over the first: same files
+    assemble.make_report(record, tmp_path / "out", log=False)  # a second report over the first: same files
     assert sorted((tmp_path / "out" / "plots" / "trials").rglob("*.png")) == copies

@@ -6,8 +6,8 @@ import math
 import pytest
 import torch
 
-from aesweep import schedules
 from aesweep.registry import SCHEDULES
+from aesweep.spec import schedules
 
 
 def rates(name: str, epochs: int, warmup: int = 0, lr: float = 0.1, **params) -> list[float]:

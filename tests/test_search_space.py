@@ -14,8 +14,8 @@ import optuna
 import pytest
 from scipy import stats
 
-from aesweep import sweep
-from aesweep.spec import Choice, Grid, IntRange, LogUniform, Uniform, highest, lowest
+from aesweep.service import search_space
+from aesweep.spec.distributions import Choice, Grid, IntRange, LogUniform, Uniform, highest, lowest
 from tests.conftest import write_spec
 
 FORMS = {
@@ -120,7 +120,7 @@ def test_optuna_suggestions_lie_inside(form):
 
 def test_random_sweep_configs_are_reproducible_draws_inside_the_space():
     """The sweep's own path from a sample index to a config (sweep.trial_config), over many indices."""
-    from aesweep.spec import parse_spec
+    from aesweep.spec.load import parse_spec
     from tests.conftest import spec_data
 
     data = spec_data("space", model={"latent_dim": {"int": [2, 32], "log": True}},
@@ -128,9 +128,9 @@ def test_random_sweep_configs_are_reproducible_draws_inside_the_space():
                      search={"algorithm": "random", "num_samples": 400})
     spec = parse_spec(__import__("json").dumps(data))
     ctx = {"aesweep": {"spec": spec.model_dump_json(by_alias=True)}}
-    latents = [sweep.trial_config({**ctx, "sample": i}).model.latent_dim for i in range(400)]
+    latents = [search_space.trial_config({**ctx, "sample": i}).model.latent_dim for i in range(400)]
     assert all(2 <= z <= 32 for z in latents) and max(latents) > 20 and min(latents) == 2
-    assert latents == [sweep.trial_config({**ctx, "sample": i}).model.latent_dim for i in range(400)]
+    assert latents == [search_space.trial_config({**ctx, "sample": i}).model.latent_dim for i in range(400)]
     assert _octave_test(latents, 2, 32, _int_log_share(2, 32)) > 1e-3
 
 

@@ -16,7 +16,7 @@ import pytest
 import torchvision
 import yaml
 
-from aesweep import loopback, sweep
+from aesweep.service import driver, loopback, search_space
 from tests.conftest import REPO, Store, cli, load
 from tests.test_data import cifar_files, gz, idx_files, write
 from tests.trust_generated import trust_generated_files
@@ -106,7 +106,7 @@ def test_shipped_sweep_smoke_runs(name, stages, smoke_ray, upstream_files, tmp_p
     spec = load(path, stages=stages)
     if spec.resolve().dataset.name == "fashion_mnist" and not os.path.isdir(FASHION):
         pytest.skip("the real Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
-    overrides = [*sweep.smoke_overrides(spec), "resources.gpu=0", "resources.cpu=1"]
+    overrides = [*search_space.smoke_overrides(spec), "resources.gpu=0", "resources.cpu=1"]
     if spec.resolve().dataset.name in ("cifar10", "mnist"):
         overrides.append(f"dataset.root={upstream_files}")
     if name == "cifar.yaml" and stages == ["baselines"]:
@@ -115,7 +115,7 @@ def test_shipped_sweep_smoke_runs(name, stages, smoke_ray, upstream_files, tmp_p
         overrides.append("eval.protocol=fast")
     smoke = load(path, overrides, stages=stages)
     store = Store(tmp_path)
-    outcome = sweep.run_sweep(smoke, storage=store.storage, tracking_uri=store.uri, max_points=2)
+    outcome = driver.run_sweep(smoke, storage=store.storage, tracking_uri=store.uri, max_points=2)
 
     assert outcome.counts["failed"] == 0, [t["reason"] for t in outcome.trials]
     assert outcome.counts["finished"] >= 1

@@ -7,19 +7,11 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from aesweep.spec import (
-    Choice,
-    Grid,
-    IntRange,
-    LogUniform,
-    SpecError,
-    SweepSpec,
-    TrialConfig,
-    Uniform,
-    load_spec,
-    parse_spec,
-    replay,
-)
+from aesweep.spec.distributions import Choice, Grid, IntRange, LogUniform, Uniform, replay
+from aesweep.spec.load import load_spec, parse_spec
+from aesweep.spec.problems import SpecError
+from aesweep.spec.sweep_spec import SweepSpec
+from aesweep.spec.trial import TrialConfig
 
 SWEEPS = sorted((Path(__file__).parent.parent / "sweeps").glob("*.yaml"))
 
@@ -355,7 +347,9 @@ def test_a_drawn_warmup_too_long_fails_on_the_concrete_trial():
 
 
 def test_catalog_tables_equal_the_registries():
-    from aesweep import backbone_rules, catalog, model, nets, registry
+    from aesweep import registry
+    from aesweep.models import model, nets
+    from aesweep.spec import backbones, catalog
 
     registry.load_all()
     assert set(catalog.BUILTIN) == set(registry.ALL)
@@ -367,7 +361,7 @@ def test_catalog_tables_equal_the_registries():
             assert names == set(reg.names()), key
     assert {n: d.labelled for n, d in catalog.DATASETS.items()} == {
         n: getattr(registry.DATASETS.get(n), "labelled", True) for n in registry.DATASETS}
-    for name, rules in backbone_rules.BUILTIN.items():  # nets.py's factories take their rules from the table
+    for name, rules in backbones.BUILTIN.items():  # nets.py's factories take their rules from the table
         factory = registry.BACKBONES.get(name)
         assert (factory.settings, factory.check) == (rules.settings, rules.check), name
     # The spec's model.output_activation and model.init accept exactly what nets and model.initialise build.
@@ -391,7 +385,7 @@ def test_validating_builtin_names_imports_neither_torch_nor_sklearn():
     import subprocess
     import sys
 
-    code = ("import sys; from aesweep.spec import load_spec; "
+    code = ("import sys; from aesweep.spec.load import load_spec; "
             "[load_spec(p) for p in sys.argv[1:]]; "
             "print(sorted(m for m in ('torch', 'sklearn', 'ray', 'mlflow') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code, *map(str, SWEEPS)], capture_output=True, text=True,

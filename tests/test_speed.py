@@ -22,10 +22,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from aesweep import data as datamod
-from aesweep import loopback, metrics, train
-from aesweep.evaluate import embed
-from aesweep.spec import DatasetConfig, TrialConfig, parse_spec
+from aesweep.data import batches as batches_mod
+from aesweep.data import datasets
+from aesweep.evaluation import metrics
+from aesweep.evaluation.evaluate import embed
+from aesweep.service import loopback
+from aesweep.spec.load import parse_spec
+from aesweep.spec.trial import DatasetConfig, TrialConfig
+from aesweep.training import train
 from tests.conftest import load, write_spec
 
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -56,26 +60,26 @@ def test_fast_batches_equal_the_torchvision_per_sample_path_for_a_fixed_seed():
     from torchvision import transforms
 
     with tempfile.TemporaryDirectory() as root:
-        ds = datamod.load_dataset(DatasetConfig(name="fashion_mnist", root=root, download=False, val_fraction=0.0))
+        ds = datasets.load_dataset(DatasetConfig(name="fashion_mnist", root=root, download=False, val_fraction=0.0))
         reference = torchvision.datasets.FashionMNIST(root, train=True, download=False,
                                                       transform=transforms.ToTensor())
         split = ds.train[:2000]  # upstream order: no subset, no validation carve
         batch_size, seed = 128, 3
         order = torch.randperm(len(split), generator=torch.Generator().manual_seed(seed))
-        batches = datamod.iterate_batches(split, batch_size, shuffle=True,
+        batches = batches_mod.iterate_batches(split, batch_size, shuffle=True,
                                           generator=torch.Generator().manual_seed(seed))
         for b, batch in enumerate(batches):
             rows = order[b * batch_size:(b + 1) * batch_size]
             if b % 5 == 0:  # the PIL path is slow; every fifth batch checks all its rows
                 expected = torch.stack([reference[int(i)][0] for i in rows])
-                assert torch.equal(datamod.to_float(batch.images), expected)
+                assert torch.equal(batches_mod.to_float(batch.images), expected)
             assert torch.equal(batch.labels, reference.targets[rows])
         assert b == math.ceil(2000 / batch_size) - 1
 
 
 def test_stepper_input_is_to_float_in_either_layout():
     cfg = trial()
-    ds = datamod.load_dataset(cfg.dataset)
+    ds = datasets.load_dataset(cfg.dataset)
     images = ds.train.images[:16]
     seen = []
     for channels_last in (False, True):
@@ -92,7 +96,7 @@ def test_channels_last_trains_and_evaluates_like_nchw(backbone):
     """channels_last (NHWC) and NCHW on the same weights: the same training step (loss, and gradients pointing the
     same way), then, after an epoch, the same validation pass and embeddings (eval mode: no batch statistics)."""
     cfg = trial(backbone=backbone)
-    ds = datamod.load_dataset(cfg.dataset)
+    ds = datasets.load_dataset(cfg.dataset)
     loops = {}
     for channels_last in (False, True):
         torch.manual_seed(0)
@@ -133,7 +137,7 @@ def test_channels_last_trains_and_evaluates_like_nchw(backbone):
 @pytest.mark.parametrize("variant", ["ae", "denoising", "contrastive"])
 def test_one_test_pass_gives_the_reconstruction_metrics_of_a_separate_pass(variant):
     cfg = trial(variant)
-    ds = datamod.load_dataset(cfg.dataset)
+    ds = datasets.load_dataset(cfg.dataset)
     torch.manual_seed(0)
     model, objective = train.build(cfg, ds)
     loop = train.make_loop(cfg, model, objective, ds.flip_ok, torch.device("cpu"))
@@ -159,7 +163,7 @@ def test_compile_switch_parses_and_auto_stays_eager_on_the_cpu():
         assert parse_spec(f"name: c\ntrain: {{compile: {value}}}\n").resolve().train.compile == expected
     assert TrialConfig().train.compile is False
     cfg = trial(compile="auto")
-    ds = datamod.load_dataset(cfg.dataset)
+    ds = datasets.load_dataset(cfg.dataset)
     model, objective = train.build(cfg, ds)
     loop = train.make_loop(cfg, model, objective, ds.flip_ok, torch.device("cpu"))
     assert loop.stepper.forward is model and loop.check_every == 1
@@ -179,7 +183,7 @@ def test_fractional_cpus_pack_two_trials_on_one_cpu(store, tmp_path):
     """resources.cpu 0.5 on a Ray with one CPU: both trials finish, and they ran at the same time."""
     import ray
 
-    from aesweep import sweep
+    from aesweep.service import driver
 
     if ray.is_initialized():
         ray.shutdown()
@@ -192,7 +196,7 @@ def test_fractional_cpus_pack_two_trials_on_one_cpu(store, tmp_path):
                           model={"backbone": "conv", "width": 0.25, "latent_dim": 8},
                           train={"epochs": 3, "lr": {"grid": [1.0e-3, 2.0e-3]}},
                           resources={"cpu": 0.5})
-        outcome = sweep.run_sweep(load(path), storage=store.storage, tracking_uri=store.uri)
+        outcome = driver.run_sweep(load(path), storage=store.storage, tracking_uri=store.uri)
     finally:
         ray.shutdown()
     assert outcome.counts["finished"] == 2, outcome.counts

@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from aesweep import sweep, tune_state
+from aesweep.service import driver, search_space, sweep_state, trainable, tune_state
+from aesweep.service import trials as trials_mod
 from tests.conftest import (
     EPOCH_METRICS,
     REPO,
@@ -38,9 +39,9 @@ from tests.conftest import (
 pytestmark = pytest.mark.slow
 
 
-def run(store: Store, path: Path, overrides: list[str] | None = None, **kwargs) -> sweep.Outcome:
+def run(store: Store, path: Path, overrides: list[str] | None = None, **kwargs) -> driver.Outcome:
     spec = load(path, overrides)
-    return sweep.run_sweep(spec, storage=store.storage, tracking_uri=store.uri, **kwargs)
+    return driver.run_sweep(spec, storage=store.storage, tracking_uri=store.uri, **kwargs)
 
 
 def combo(run, *keys: str) -> tuple:
@@ -55,7 +56,7 @@ def test_quickstart_smoke_sweep_records_parent_children_metrics_and_artifacts(lo
     path = REPO / "sweeps" / "quickstart.yaml"
     spec = load(path)
     # The CLI's --smoke, plus a second epoch so that per-epoch histories have more than one step.
-    overrides = [*sweep.smoke_overrides(spec), "train.epochs=2"]
+    overrides = [*search_space.smoke_overrides(spec), "train.epochs=2"]
     outcome = run(store, path, overrides, max_points=2)
 
     assert not outcome.interrupted
@@ -98,7 +99,7 @@ def test_quickstart_smoke_sweep_records_parent_children_metrics_and_artifacts(lo
         assert trial_yaml["objective"]["variant"] == params["objective.variant"]
 
     # trial_table and `status` read the same record back, without Ray.
-    table = sweep.trial_table(sweep.SweepState.load(outcome.state.experiment_path))
+    table = trials_mod.trial_table(sweep_state.SweepState.load(outcome.state.experiment_path))
     assert [t["status"] for t in table] == ["finished", "finished"]
     shown = cli("status", outcome.state.experiment_path)
     assert shown.returncode == 0, shown.stderr
@@ -236,11 +237,11 @@ def test_nan_trial_fails_with_its_reason_and_the_sweep_goes_on(local_ray, store,
     assert "non-finite" in nan.data.tags["aesweep.failure"]
     assert "test/mse" not in nan.data.metrics
     # A NaN is a result, not a crash: Ray does not retry it (it would NaN again).
-    state = sweep.SweepState.load("nan", store.storage)
+    state = sweep_state.SweepState.load("nan", store.storage)
     trials = tune_trials(state.experiment_path)
     assert [t.run_metadata.num_failures for t in trials.values()] == [0, 0]
-    assert trials[nan.data.tags["aesweep.trial_id"]].last_result[sweep.FAILED] == 1.0
-    rows = sweep.trial_table(state)
+    assert trials[nan.data.tags["aesweep.trial_id"]].last_result[trainable.FAILED] == 1.0
+    rows = trials_mod.trial_table(state)
     assert sorted(r["status"] for r in rows) == ["failed", "finished"]
     assert "non-finite" in next(r["reason"] for r in rows if r["status"] == "failed")
 
@@ -279,7 +280,7 @@ def test_trial_killed_by_rays_memory_monitor_is_failed_and_the_sweep_goes_on(sto
     (run,) = store.children(store.parent("memkill").info.run_id)
     assert run.info.status == "FAILED", output
     assert "memory monitor" in run.data.tags["aesweep.failure"], run.data.tags
-    (trial,) = tune_trials(sweep.SweepState.load("memkill", store.storage).experiment_path).values()
+    (trial,) = tune_trials(sweep_state.SweepState.load("memkill", store.storage).experiment_path).values()
     assert trial.status == "ERROR" and trial.run_metadata.num_failures == 2  # tried, retried once, then failed
 
 
@@ -416,7 +417,7 @@ def test_driver_interrupted_or_killed_then_resumed_accounts_for_every_trial_once
     # It really was cut short: a trial not started yet, or one not finished.
     assert len(before) < points or any(c.info.status != "FINISHED" for c in before.values())
     state_path = Path(store.storage) / name
-    parent = store.client.get_run(json.loads((state_path / sweep.STATE_FILE).read_text())["parent_run_id"])
+    parent = store.client.get_run(json.loads((state_path / sweep_state.STATE_FILE).read_text())["parent_run_id"])
     assert parent.info.status == ("KILLED" if how == "sigint" else "RUNNING")
 
     resumed = cli("resume", str(state_path))
@@ -427,7 +428,7 @@ def test_driver_interrupted_or_killed_then_resumed_accounts_for_every_trial_once
     assert set(before) <= set(after)  # the trials from before kept their ids (and their runs)
     trials = tune_trials(state_path)  # Ray Tune's record agrees: the same trials, each done once
     assert set(trials) == set(after)
-    assert all(t.status == "TERMINATED" and t.last_result.get(sweep.DONE) for t in trials.values())
+    assert all(t.status == "TERMINATED" and t.last_result.get(trainable.DONE) for t in trials.values())
     for trial_id, child in before.items():
         assert after[trial_id].info.run_id == child.info.run_id
     combos = sorted(int(c.data.params["model.latent_dim"]) for c in after.values())
@@ -444,12 +445,12 @@ def test_storage_given_as_a_uri_holds_tune_state_and_the_sweep_record(local_ray,
     # s3:// and gs:// go through the same pyarrow filesystems as file://, which is what runs here.
     path = write_spec(tmp_path, "uristore", model={"latent_dim": {"grid": [2, 3]}})
     root = f"file://{tmp_path}/remote"
-    outcome = sweep.run_sweep(load(path), storage=root, tracking_uri=store.uri)
+    outcome = driver.run_sweep(load(path), storage=root, tracking_uri=store.uri)
     assert outcome.counts["finished"] == 2
     assert outcome.state.experiment_path == f"{root}/uristore"
     record = json.loads((tmp_path / "remote" / "uristore" / "aesweep.json").read_text())
     assert record["parent_run_id"] == outcome.state.parent_run_id
-    assert sweep.SweepState.load("uristore", storage=root).parent_run_id == outcome.state.parent_run_id
+    assert sweep_state.SweepState.load("uristore", storage=root).parent_run_id == outcome.state.parent_run_id
     assert len(tune_trials(f"{tmp_path}/remote/uristore")) == 2  # Tune's own experiment state is there too
     shown = cli("status", f"{root}/uristore")
     assert shown.returncode == 0 and "2 finished" in shown.stdout, shown.stderr
@@ -465,7 +466,7 @@ def test_a_gpu_request_on_a_local_machine_without_gpu_runs_on_the_cpu(local_ray,
     if ray.cluster_resources().get("GPU"):
         pytest.skip("this machine has a GPU: the request is honoured")
     with pytest.warns(UserWarning, match="no GPU: trials run on the CPU"):
-        outcome = sweep.run_sweep(load(path), storage=store.storage, tracking_uri=store.uri)
+        outcome = driver.run_sweep(load(path), storage=store.storage, tracking_uri=store.uri)
     assert outcome.counts["finished"] == 1
 
 
@@ -474,12 +475,12 @@ def test_nsga2_searcher_pickles_for_its_checkpoint(tmp_path):
     holds a lock that plain pickling refuses."""
     import pickle
 
-    from aesweep import sweep
+    from aesweep.service import driver
 
     spec = load(write_spec(tmp_path, "nsga", search={"algorithm": "nsga2", "num_samples": 4,
                                                      "metrics": {"val/loss": "min", "val/mse": "min"}},
                            model={"latent_dim": {"choice": [2, 4]}}))
-    searcher, _, _ = sweep._search(spec)
+    searcher, _, _ = driver._search(spec)
     restored = pickle.loads(pickle.dumps(searcher))
     assert type(restored._sampler).__name__ == "PicklableNSGAIISampler"
 

@@ -14,7 +14,7 @@ import threading
 
 import pytest
 
-from aesweep import loopback, sweep
+from aesweep.service import driver, loopback
 from tests.conftest import EPOCH_METRICS, load, tune_trials, write_spec
 
 pytestmark = pytest.mark.slow
@@ -53,7 +53,7 @@ def test_trials_use_both_nodes_and_survive_losing_one(cluster, store, tmp_path):
 
     def sweep_thread():
         try:
-            result["outcome"] = sweep.run_sweep(load(path), storage=store.storage, tracking_uri=store.uri)
+            result["outcome"] = driver.run_sweep(load(path), storage=store.storage, tracking_uri=store.uri)
         except BaseException as err:  # surfaced by the assertion below
             result["error"] = err
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from aesweep import tracking
+from aesweep.service import tracking
 from tests.test_cluster import free_port
 
 pytestmark = pytest.mark.slow

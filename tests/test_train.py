@@ -7,13 +7,14 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from aesweep import data as datamod
-from aesweep import variants
 from aesweep.cli import app
-from aesweep.losses import Batch, objective_loss
-from aesweep.model import AutoEncoder
-from aesweep.spec import DatasetConfig, TrialConfig, parse_spec
-from aesweep.train import CHECKPOINT_FILE, build, load_checkpoint, run_trial
+from aesweep.data import batches, datasets
+from aesweep.models.losses import Batch, objective_loss
+from aesweep.models.model import AutoEncoder
+from aesweep.spec import variants
+from aesweep.spec.load import parse_spec
+from aesweep.spec.trial import DatasetConfig, TrialConfig
+from aesweep.training.train import CHECKPOINT_FILE, build, load_checkpoint, run_trial
 
 VARIANTS = [p.name for p in variants.PRESETS if p.fit is None] + ["denoising+vae", "contrastive+denoising"]
 
@@ -21,7 +22,7 @@ VARIANTS = [p.name for p in variants.PRESETS if p.fit is None] + ["denoising+vae
 @pytest.fixture(scope="module")
 def shapes():
     """A few hundred shapes images, loaded once for the module."""
-    return datamod.load_dataset(DatasetConfig(name="shapes", train_size=480, test_size=128, val_fraction=0.2))
+    return datasets.load_dataset(DatasetConfig(name="shapes", train_size=480, test_size=128, val_fraction=0.2))
 
 
 def tiny(variant: str, **train) -> TrialConfig:
@@ -198,7 +199,7 @@ def test_train_one_cli_rejects_a_bad_spec_with_exit_2(tmp_path):
 
 
 def test_the_final_report_measures_the_validation_split_with_every_configured_metric(shapes, tmp_path):
-    from aesweep import metrics
+    from aesweep.evaluation import metrics
 
     cfg = tiny("ae", epochs=2)
     cfg = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"metrics": ["mse", "mae", "bce"]})})
@@ -218,7 +219,7 @@ def test_the_trials_augmentation_knobs_make_the_two_views(shapes, pad, jitter, s
     """objective.augment_pad / augment_jitter / augment_scale reach the views the contrastive loss compares:
     without crop, jitter or resized crop (and no flip) both views are the image itself; the default 3-px crop, a
     jitter or a resized crop makes them differ."""
-    from aesweep.train import _Stepper
+    from aesweep.training.train import _Stepper
 
     cfg = tiny("contrastive")
     cfg = cfg.model_copy(update={"objective": cfg.objective.model_copy(
@@ -237,4 +238,4 @@ def test_the_trials_augmentation_knobs_make_the_two_views(shapes, pad, jitter, s
     assert len(seen) == 2
     assert torch.equal(seen[0], seen[1]) is same
     if same:
-        assert torch.equal(seen[0], datamod.to_float(images))
+        assert torch.equal(seen[0], batches.to_float(images))

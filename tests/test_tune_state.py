@@ -10,7 +10,7 @@ import pyarrow.fs
 import pytest
 import ray.cloudpickle as pickle
 
-from aesweep import sweep, tune_state
+from aesweep.service import sweep_state, tune_state
 from tests.conftest import Store, cli, write_spec
 
 
@@ -101,4 +101,4 @@ def test_resume_without_an_intact_state_refuses_in_one_line_or_starts_afresh(sto
     children = store.children(parent.info.run_id)
     assert [c.info.status for c in children] == ["FINISHED"]
     assert store.client.get_run(parent.info.run_id).info.status == "FINISHED"
-    assert json.loads((experiment / sweep.STATE_FILE).read_text())["parent_run_id"] == parent.info.run_id
+    assert json.loads((experiment / sweep_state.STATE_FILE).read_text())["parent_run_id"] == parent.info.run_id

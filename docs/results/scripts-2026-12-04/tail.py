@@ -7,7 +7,7 @@ latent 64, 12 epochs); on 3116490, whose last stage is bare, for width-0.5-256.l
 epochs, width 0.5)."""
 import sys, time, numpy as np, torch
 from torch import nn
-from aesweep.model import AutoEncoder
+from aesweep.models.model import AutoEncoder
 torch.set_num_threads(1); torch.manual_seed(0)
 tail, latent, epochs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]); width = float(sys.argv[4]) if len(sys.argv) > 4 else 0.25
 def idx(p):

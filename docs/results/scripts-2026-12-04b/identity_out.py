@@ -2,7 +2,7 @@
 i.e. a linear output under the MSE loss. Usage: python identity_out.py train-one SPEC --set ..."""
 from torch import nn
 
-import aesweep.nets as nets
+from aesweep.models import nets
 
 nets.OUTPUT_ACTIVATIONS["sigmoid"] = nn.Identity
 from aesweep.cli import app  # noqa: E402

@@ -3,7 +3,7 @@
 # 64: 23-30 images/s; width 0.25 at batch 256: 164-255 images/s. As saved it measures width 0.25 at batch 256 (width=1.0 and 64 for the other figure).
 # Usage: PYTHONPATH=<checkout> python resnet_throughput.py
 import time, torch
-from aesweep.nets import resnet
+from aesweep.models.nets import resnet
 torch.set_num_threads(1)
 b = resnet((1,28,28), 128, width=0.25)
 enc = b.encoder

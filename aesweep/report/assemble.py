@@ -1,0 +1,219 @@
+"""A sweep -> the tables and plots that papers in this field print: ``python -m aesweep report NAME_OR_PATH``.
+
+Reads the sweep's child runs from MLflow (finished or still running) into one pandas frame, one row per trial, and
+writes to ``out_dir`` (and logs the same files on the sweep's parent run under ``report/``):
+
+- ``summary.md``: the page to read first (the sweep, trial counts, best configurations, links to everything);
+- ``trials.csv``: one row per trial (id, run, status, reason, every param, the last value of every metric);
+- study tables, CSV and Markdown (``tables.md`` holds them all): every reconstruction metric, probe accuracy
+  (classifier as a row level), clustering ARI / NMI (method as a row level), the final validation values beside
+  the test values (``val_test``: loss, mse, psnr as each trial's last epoch reported them, the beta-VAE study's
+  "mean +- std over validation and test folds") and parameter counts (``params``, when the trials log
+  ``model/params*``, as metrics or params) by configuration (rows) x latent size (columns). Rows and columns come from what the sweep varied. Replicates (``train.seed`` with
+  ``search.seeds``, ``dataset.fold`` with k-fold cross-validation) are aggregated: mean +- 95% CI over seeds, mean
+  +- std over folds; ``stats.csv`` holds mean, std, ci95 and n of every cell. The best value per column is bold.
+- plots (PNG): each reconstruction metric and each probe against latent size (log2 axis, one line per
+  configuration), label-efficiency curves, the Pareto front of reconstruction error vs probe accuracy with
+  dominated trials greyed, for searched sweeps Optuna's optimisation history and fANOVA parameter importance, and
+  the training and validation loss per epoch of every trial, one panel per configuration (``loss_curves*.png``,
+  from the metric histories in MLflow; ``report_curves``).
+
+Only finished trials enter tables and plots; failed and pruned ones are counted and listed in ``summary.md``.
+"""
+from __future__ import annotations
+
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from aesweep.report.curves import plot_loss_curves
+from aesweep.report.plots import plot_label_efficiency, plot_metric_grid, plot_optuna, plot_pareto
+from aesweep.report.record import LATENT, SweepRecord
+from aesweep.report.tables import Table, all_tables, format_value, table_markdown
+from aesweep.service import tracking
+
+# --------------------------------------------------------------------------------------------------------------
+# The report
+
+
+@dataclass
+class Report:
+    out_dir: Path
+    files: list[Path]
+    record: SweepRecord
+    best: dict[str, dict[str, Any]]
+
+
+def best_rows(record: SweepRecord) -> dict[str, dict[str, Any]]:
+    """For each search metric, the finished trial with the best value."""
+    done = record.finished
+    out = {}
+    for metric, mode in record.spec.search.metrics.items():
+        if metric not in done or done[metric].notna().sum() == 0:
+            continue
+        idx = done[metric].idxmin() if mode == "min" else done[metric].idxmax()
+        out[metric] = done.loc[idx].to_dict()
+    return out
+
+
+def best_trial_figures(record: SweepRecord, best: dict[str, dict[str, Any]], out_dir: Path
+                       ) -> list[tuple[str, Path]]:
+    """The figures each best trial drew (its MLflow ``figures/*.png``: the study's reconstructions, latent plots,
+    traversals, ...), copied to ``out_dir/<trial id>/`` so that the report shows them beside its own plots. One
+    copy per trial when it is best on several metrics; a trial that drew none adds nothing."""
+    out: list[tuple[str, Path]] = []
+    client = tracking.client(record.uri)
+    for row in {row["trial_id"]: row for row in best.values()}.values():
+        run_id = row["run_id"]
+        names = [a.path for a in tracking._retry(lambda r=run_id: client.list_artifacts(r, "figures"))
+                 if not a.is_dir and a.path.endswith(".png")]
+        if not names:
+            continue
+        target = out_dir / str(row["trial_id"])
+        target.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory() as tmp:  # one download of the folder, then its PNGs moved up
+            local = Path(tracking._retry(lambda r=run_id, t=tmp: client.download_artifacts(r, "figures", t)))
+            for name in sorted(Path(n).name for n in names):
+                path = target / name
+                shutil.move(local / name, path)
+                out.append((f"trial {row['trial_id']} ({_config_text(row, record)}): "
+                            f"{path.stem.replace('_', ' ')}", path))
+    return out
+
+
+def make_report(record: SweepRecord, out_dir: str | Path, log: bool = True, command: str | None = None) -> Report:
+    """Write every table, plot and the summary of ``record`` to ``out_dir`` (created); log them on the parent
+    run under ``report/`` when ``log``."""
+    out = Path(out_dir)
+    plots = out / "plots"
+    plots.mkdir(parents=True, exist_ok=True)
+    files: list[Path] = []
+
+    trials = record.frame.drop(columns=["start_time"])
+    trials.to_csv(out / "trials.csv", index=False)
+    files.append(out / "trials.csv")
+
+    tables = all_tables(record)
+    replicate = record.replicate
+    stats = []
+    for table in tables:
+        path = out / f"{table.name}.csv"
+        frame = table.means.copy()
+        frame.columns = [str(c) for c in frame.columns]
+        frame.to_csv(path)
+        files.append(path)
+        stats.append(table.stats.assign(table=table.name))
+    if stats:
+        pd.concat(stats, ignore_index=True).to_csv(out / "stats.csv", index=False)
+        files.append(out / "stats.csv")
+    tables_md = "\n".join(table_markdown(t, replicate) for t in tables)
+    (out / "tables.md").write_text(f"# {record.name}: tables\n\n" + (tables_md or "No finished trial yet.\n"))
+    files.append(out / "tables.md")
+
+    figures: list[tuple[str, Path]] = []
+    recon = [m for m in record.metric_columns if m.startswith("test/") and "loss" not in m]
+    probe_accs = [m for m in record.metric_columns if re.fullmatch(r"probe/[^/]+/acc", m)]
+    cluster = [m for m in record.metric_columns if re.fullmatch(r"cluster/[^/]+/(ari|nmi)", m)]
+    for title, metrics, name in (("reconstruction against latent size", recon, "reconstruction_vs_latent"),
+                                 ("probe accuracy against latent size", probe_accs, "probes_vs_latent"),
+                                 ("clustering against latent size", cluster, "clustering_vs_latent")):
+        if path := plot_metric_grid(record, metrics, title, plots / f"{name}.png"):
+            figures.append((title, path))
+    if path := plot_label_efficiency(record, plots / "label_efficiency.png"):
+        figures.append(("label efficiency", path))
+
+    figures += [(f"loss curves per configuration ({p.stem.replace('_', ' ')})", p)
+                for p in plot_loss_curves(record, plots)]
+    pareto = plot_pareto(record, plots / "pareto_front.png")
+    if pareto is not None:
+        figures.append(("Pareto front: reconstruction error vs probe accuracy", pareto[0]))
+        pareto[1].to_csv(out / "pareto_front.csv", index=False)
+        files.append(out / "pareto_front.csv")
+    importance = None
+    if record.spec.search.algorithm != "grid":
+        optuna_paths, importance = plot_optuna(record, plots)
+        figures += [(p.stem.replace("_", " "), p) for p in optuna_paths]
+        if importance is not None:
+            importance.to_csv(out / "param_importance.csv", index=False)
+            files.append(out / "param_importance.csv")
+    best = best_rows(record)
+    figures += best_trial_figures(record, best, plots / "trials")
+    files += [p for _, p in figures]
+
+    (out / "summary.md").write_text(_summary_md(record, tables, figures, best, pareto, importance, out, command))
+    files.insert(0, out / "summary.md")
+    if log:
+        c = tracking.client(record.uri)
+        for path in files:
+            rel = path.relative_to(out).parent
+            artifact_dir = "report" if str(rel) == "." else f"report/{rel}"
+            tracking._retry(lambda p=path, a=artifact_dir: c.log_artifact(record.parent_run_id, str(p), a))
+    return Report(out, files, record, best)
+
+
+def _config_text(row: dict[str, Any], record: SweepRecord) -> str:
+    keys = record.varied or ["objective.variant", LATENT]
+    return ", ".join(f"{k}={row.get(k)}" for k in keys if k in row)
+
+
+def _summary_md(record: SweepRecord, tables: list[Table], figures: list[tuple[str, Path]],
+                best: dict[str, dict[str, Any]], pareto: tuple[Path, pd.DataFrame] | None,
+                importance: pd.DataFrame | None, out: Path, command: str | None) -> str:
+    spec = record.spec
+    frame = record.frame
+    counts = frame["status"].value_counts().to_dict()
+    count_text = ", ".join(f"{counts[s]} {s}" for s in ("finished", "running", "pruned", "stopped", "failed")
+                           if counts.get(s)) or "no trials yet"
+    lines = [f"# Sweep report: {record.name}", ""]
+    if command:
+        lines += [f"Made by `{command}`.", ""]
+    lines += [
+        f"- spec: `{spec.source or 'spec/sweep.yaml'}`, search `{spec.search.algorithm}` on "
+        + ", ".join(f"`{m}` ({mode})" for m, mode in spec.search.metrics.items()),
+        f"- dataset `{spec.resolve().dataset.name}`, backbone `{spec.resolve().model.backbone}`; varied: "
+        + (", ".join(f"`{k}`" for k in record.varied) or "nothing")
+        + (f"; replicates over `{record.replicate}`" if record.replicate else ""),
+        f"- trials: {len(frame)} ({count_text})",
+        f"- MLflow: `{record.uri}`, experiment {record.experiment_id}, parent run `{record.parent_run_id}`; "
+        f"runs table at `#/experiments/{record.experiment_id}/runs` of the MLflow UI",
+        "",
+        "## Best configurations",
+        "",
+    ]
+    if best:
+        lines += ["| objective | value | trial | configuration | run |", "|---|---:|---|---|---|"]
+        for metric, row in best.items():
+            lines.append(f"| {metric} ({spec.search.metrics[metric]}) | {format_value(float(row[metric]))} | "
+                         f"{row['trial_id']} | {_config_text(row, record)} | `{row['run_id']}` |")
+    else:
+        lines.append("No finished trial reports the search metrics yet.")
+    if pareto is not None and len(pareto[1]) > 1:
+        lines += ["", f"Pareto front ({len(pareto[1])} trials, `pareto_front.csv`): "
+                  + "; ".join(_config_text(r, record) for r in pareto[1].to_dict("records")[:8])]
+    if importance is not None:
+        lines += ["", "Parameter importance (fANOVA, " + str(importance['metric'].iloc[0]) + "): "
+                  + ", ".join(f"{p} {v:.2f}" for p, v in zip(importance['param'], importance['importance'], strict=True))]
+    failed = frame[frame["status"] == "failed"]
+    if len(failed):
+        lines += ["", "## Failed trials", "", "| trial | configuration | reason |", "|---|---|---|"]
+        for row in failed.to_dict("records"):
+            lines.append(f"| {row['trial_id']} | {_config_text(row, record)} | {str(row['reason'])[:200]} |")
+    lines += ["", "## Tables", "", "All in [tables.md](tables.md); as CSV: "
+              + ", ".join(f"[{t.name}.csv]({t.name}.csv)" for t in tables) + "; every trial: [trials.csv](trials.csv)."]
+    head = [t for t in tables if t.name in ("recon_mse", "probes")] or tables[:1]
+    for table in head:
+        lines += ["", table_markdown(table, record.replicate)]
+    if figures:
+        lines += ["## Plots", ""]
+        for title, path in figures:
+            rel = path.relative_to(out)
+            lines += [f"### {title}", "", f"![{title}]({rel})", ""]
+    return "\n".join(lines) + "\n"
+
+
+

@@ -1,0 +1,11 @@
+"""The spec layer: what a sweep file says, checked without PyTorch, Ray or MLflow.
+
+Owns the sweep file's models (``trial``: one concrete trial; ``searchable`` and ``sweep_spec``: the file, every
+field a value or a distribution), the ``distributions``, reading the file (``load``: YAML through ``yamlsafe``,
+``--set`` overrides, stages), its errors (``problems``: FILE:LINE: field: message), the checks across fields
+(``checks``), and the vocabulary those checks need: the variants and the knobs they own (``variants``), the
+backbones' size rules (``backbones``), the learning-rate schedules (``schedules``) and
+the built-in names of every registry (``catalog``).
+
+May import: ``aesweep.registry`` only. Everything above imports it.
+"""

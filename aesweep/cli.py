@@ -2,6 +2,9 @@
 
 Every command validates its spec first: a bad spec prints one line per problem (``FILE:LINE: field: message``)
 and exits 2 before anything starts (no Ray, no MLflow, no files written).
+
+A command imports the layers it needs inside its function: ``validate`` and ``--help`` must not load torch, Ray or
+MLflow (seconds and hundreds of MB), so only the spec layer is imported at the top.
 """
 from __future__ import annotations
 
@@ -228,7 +231,7 @@ def train_one(
 
 
 class _LiveView:
-    """The live view of a running sweep (aesweep.liveview): a line and a table of the running trials in a
+    """The live view of a running sweep (aesweep.service.liveview): a line and a table of the running trials in a
     terminal, one line per change otherwise."""
 
     def __init__(self) -> None:
@@ -273,7 +276,7 @@ def _summary(outcome) -> None:
     if outcome.best is not None:
         console.print(f"best {metric}: {outcome.best['metrics'][metric]:.5g} (trial {outcome.best['trial_id']}, "
                       f"run {outcome.best['run_id']})", highlight=False)
-    experiment = tracking.client(state.uri).get_run(state.parent_run_id).info.experiment_id
+    experiment = tracking.get_run(state.uri, state.parent_run_id).info.experiment_id
     if state.uri.startswith(("http://", "https://")):
         where = f"{state.uri}/#/experiments/{experiment}/runs"
     else:
@@ -381,7 +384,7 @@ def _status_state(name_or_path: str, storage: str | None, tracking_uri: str | No
 
     uri, parent, spec = record_mod.locate(name_or_path, storage, tracking_uri)
     record = record_mod.load_record(uri, parent, spec)
-    run = tracking._retry(lambda: tracking.client(uri).get_run(parent))
+    run = tracking.get_run(uri, parent)
     return sweep_state.SweepState(record.name, record.spec.model_dump_json(by_alias=True),
                             run.data.tags.get("aesweep.spec_file", ""), uri, parent,
                             run.data.tags.get("aesweep.storage", ""))

@@ -6,7 +6,7 @@ Needs a CUDA GPU; without one it exits with status 2 and says so. Two parts, in 
    the baseline's ConvAutoencoder from shared/baselines/naive_train.py, real Fashion-MNIST as one uint8 tensor
    on the GPU, ``train.make_loop`` + ``train._train_epoch``), for fp32 / bf16 autocast, channels_last on / off,
    torch.compile off / on: what each fast path is worth on this GPU.
-2. packing: real sweeps (``aesweep.sweep.run_sweep``, local Ray with this machine's CPUs and 1 GPU, temporary
+2. packing: real sweeps (``aesweep.service.driver.run_sweep``, local Ray with this machine's CPUs and 1 GPU, temporary
    MLflow store) of --trials identical trials of the CIFAR-10 study's conv AE (width 1) on Fashion-MNIST, with
    ``resources.gpu = 1/N`` (and ``resources.cpu = CPUs/N``) for N in --pack: all trials do the same work, so
    wall time after start-up and the aggregate images/second compare directly; speed-up is against N = 1.

@@ -4,7 +4,7 @@
 
 Each case runs the real CLI in a fresh process (median of --repeat runs) and reports its CPU time; "work" is that
 minus the CPU time of a process that only imports the CLI and prints its version, i.e. what handling the input
-itself costs. Peak memory is the process's VmHWM. The cases are those of tests/test_hostile_input.py.
+itself costs. Peak memory is the process's VmHWM. The cases are those of tests/spec/test_hostile_input.py.
 """
 from __future__ import annotations
 

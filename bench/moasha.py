@@ -1,6 +1,6 @@
 """MO-ASHA vs ASHA vs no early stopping: Pareto hypervolume kept per trial-epoch spent.
 
-The same two-objective search (test/mse min, probe/knn/acc max) run three ways with ``aesweep.sweep.run_sweep``
+The same two-objective search (test/mse min, probe/knn/acc max) run three ways with ``aesweep.service.driver.run_sweep``
 on one local Ray (--cpus CPUs), a temporary sqlite MLflow store and temporary Tune storage:
 
 - ``none``:   no early stopping: every trial trains its --epochs epochs;
@@ -16,7 +16,7 @@ beta), so only the stopping differs. Real data: a Fashion-MNIST subset (the syst
 Measured per sweep, from MLflow:
 - trial-epochs: the sum over trials of the epochs each trained (the compute);
 - hypervolume of the finished trials' Pareto front of (test/mse, -probe/knn/acc) against the fixed reference point
-  (--ref-mse, -(--ref-acc)), computed with a 2-D sweep (aesweep.moasha.hypervolume_2d, tested against Optuna's);
+  (--ref-mse, -(--ref-acc)), computed with a 2-D sweep (aesweep.service.pareto.hypervolume_2d, tested against Optuna's);
 - the hypervolume curve against trial-epochs: after each trial finished, the front of the trials finished so far
   against the trial-epochs every trial had spent by then (MLflow's epoch timestamps).
 

@@ -4,7 +4,7 @@ What it measures: on the same embeddings (Fashion-MNIST pixels projected to d di
 random projection of shared/baselines/naive_probes.py, --train-n train / --test-n test rows), the wall time and
 numbers of
 
-- ours: ``aesweep.probes.run_probes`` with the default ``EvalConfig`` (protocol fast, backend auto) asked for the
+- ours: ``aesweep.evaluation.probes.run_probes`` with the default ``EvalConfig`` (protocol fast, backend auto) asked for the
   published suite: classifiers logreg, mlp, random_forest, knn; clusterers kmeans, gmm, hdbscan;
 - the baseline: ``run_protocol`` of shared/baselines/naive_probes.py (imported by path), as shipped. Its printed
   ``probe X acc=`` and ``cluster X ari=`` lines are captured and parsed; each line is time-stamped when printed,
@@ -143,7 +143,7 @@ def main() -> None:
     print(f"# {os.cpu_count()} CPUs, torch {torch.__version__} ({torch.get_num_threads()} threads), "
           f"scikit-learn {sklearn.__version__}, python {sys.version.split()[0]}; baseline {BASELINE}")
     print(f"# load average at start: {os.getloadavg()[0]:.2f}", flush=True)
-    # Warm-up: scikit-learn and hdbscan import lazily in aesweep.probes; the baseline imported them above.
+    # Warm-up: scikit-learn and hdbscan import lazily in aesweep.evaluation.probes; the baseline imported them above.
     x, y = np.random.default_rng(0).normal(size=(200, 8)), np.arange(200) % 10
     run_ours(x, y, x, y, 0)
 
@@ -164,7 +164,7 @@ def main() -> None:
             worst = min(100 * (ours[f"probe/{n}/acc"] - base[n]) for n in CLASSIFIERS)
             summary.append(f"| {d} | {ours_s:.1f} | {base_s:.1f} | {base_s / ours_s:.1f}x | {worst:+.1f} |")
 
-    print(f"\n## Probes: ours (aesweep.probes, defaults{''.join(f', {k}={v}' for k, v in overrides.items())}) vs baseline (naive_probes.run_protocol), "
+    print(f"\n## Probes: ours (aesweep.evaluation.probes, defaults{''.join(f', {k}={v}' for k, v in overrides.items())}) vs baseline (naive_probes.run_protocol), "
           f"Fashion-MNIST random projections, {args.train_n} train / {args.test_n} test, seed {args.seed}\n")
     print("\n\n".join(tables))
     if summary:

@@ -1,6 +1,6 @@
 """Sweep overhead: seconds per trial that Ray Tune + MLflow + checkpointing add, and 1 vs 2 concurrent trials.
 
-What it measures, in one run, with ``aesweep.sweep.run_sweep`` on a local Ray (--cpus CPUs), a temporary sqlite
+What it measures, in one run, with ``aesweep.service.driver.run_sweep`` on a local Ray (--cpus CPUs), a temporary sqlite
 MLflow store and a temporary storage directory:
 
 1. overhead: a --trials-trial grid of trivially short trials (the test suite's TINY trial: 320 generated shapes,

@@ -3,7 +3,7 @@
 #
 #   start-mlflow.sh ARTIFACTS_DESTINATION        e.g. s3://my-bucket/mlflow-artifacts (or a local directory)
 #
-# cluster.yaml runs this on the head after `ray start`; tests/test_cluster.py runs the same line on 127.0.0.1.
+# cluster.yaml runs this on the head after `ray start`; tests/deploy/test_cluster.py runs the same line on 127.0.0.1.
 #
 # Credentials: ~/.mlflow/credentials, the file every MLflow client already reads
 #   [mlflow]

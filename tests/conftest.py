@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 # Every Ray the suite starts (ray.init here, ray.cluster_utils, `ray start`, the CLI subprocesses, their workers)
 # inherits this process's environment: pinned before anything imports Ray, it keeps them all on 127.0.0.1
-# (aesweep.loopback says why an address argument alone is not enough). The on-prem lab's hosts start their Ray
+# (aesweep.service.loopback says why an address argument alone is not enough). The on-prem lab's hosts start their Ray
 # over SSH with their own environment and keep their namespace addresses.
 from aesweep.service import loopback  # noqa: E402
 

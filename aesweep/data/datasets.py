@@ -213,7 +213,7 @@ def data_root(cfg: DatasetConfig) -> Path:
 # How long a process waits for another one that is preparing the same dataset (a download of CIFAR-10 on a slow
 # link takes minutes) before it gives up with a message instead of hanging a trial forever.
 
-@DATASETS.register("cifar10")
+@DATASETS.register("cifar10", shape=(3, 32, 32))
 def cifar10(cfg: DatasetConfig) -> Source:
     """CIFAR-10: 50000 train / 10000 test RGB 32x32 images, 10 classes (torchvision files, md5-verified)."""
     import torchvision
@@ -319,7 +319,7 @@ def _idx_dataset(name: str, cls: type, cfg: DatasetConfig, flip_ok: bool, search
     return Source(split(True), split(False), tuple(cls.classes), flip_ok=flip_ok)
 
 
-@DATASETS.register("mnist")
+@DATASETS.register("mnist", shape=(1, 28, 28))
 def mnist(cfg: DatasetConfig) -> Source:
     """MNIST digits: 60000 train / 10000 test grey 28x28 images, 10 classes (torchvision files, md5-verified)."""
     import torchvision
@@ -327,7 +327,7 @@ def mnist(cfg: DatasetConfig) -> Source:
     return _idx_dataset("mnist", torchvision.datasets.MNIST, cfg, flip_ok=False)  # a flipped 2 or 7 is no digit
 
 
-@DATASETS.register("fashion_mnist")
+@DATASETS.register("fashion_mnist", shape=(1, 28, 28))
 def fashion_mnist(cfg: DatasetConfig) -> Source:
     """Fashion-MNIST: 60000 train / 10000 test grey 28x28 images, 10 classes (system copy or torchvision)."""
     import torchvision
@@ -361,7 +361,7 @@ def make_shapes(canvas: int = 28, sizes: range = range(7, 15)) -> tuple[torch.Te
     return torch.cat(images), torch.cat(factors)
 
 
-@DATASETS.register("shapes")
+@DATASETS.register("shapes", shape=(1, 28, 28))
 def shapes(cfg: DatasetConfig) -> Source:
     """Generated shapes (circle/square/triangle, sizes 7..14, every position on 28x28): 8340 images, no download."""
     images, factors = make_shapes()
@@ -432,7 +432,7 @@ def read_frey_face(path: Path) -> torch.Tensor:
     return torch.from_numpy(ff.T.reshape(-1, 1, *FREY_FACE_HW).copy())
 
 
-@DATASETS.register("frey_face")
+@DATASETS.register("frey_face", shape=(1, 28, 20), labelled=False)
 def frey_face(cfg: DatasetConfig) -> Source:
     """FreyFace: 1965 grey 20x28 frames of one face (1565 train / 400 test, seeded), no labels, frey_rawface.mat.
 
@@ -451,7 +451,6 @@ def frey_face(cfg: DatasetConfig) -> Source:
     return Source(split(order[FREY_FACE_TEST:]), split(order[:FREY_FACE_TEST]), (), flip_ok=True)
 
 
-frey_face.labelled = False  # type: ignore[attr-defined]  # the spec rejects variants that need labels
 
 
 

@@ -15,15 +15,15 @@ a trial's figures are reproducible. Speed: test images are embedded once (at mos
 shared by the projections and traversals; t-SNE runs on at most ``tsne_points`` of them after a PCA to 50
 dimensions.
 
-A figure is one decorated function ``(ctx) -> Figure`` in ``FIGURES`` (also listed in ``registry.FIGURES`` for
-``aesweep list``); adding one is adding a function. matplotlib is imported on first drawing, not at import:
+A figure is one decorated function ``(ctx) -> Figure`` in ``FIGURES`` (``registry.FIGURES``); adding one is adding
+a function, in the order the spec lists them. matplotlib is imported on first drawing, not at import:
 ``registry.load_all`` imports this module to list the names.
 """
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -33,10 +33,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from aesweep import registry
 from aesweep.data.batches import to_float
 from aesweep.data.datasets import Dataset
 from aesweep.evaluation import generative as gen
+from aesweep.registry import FIGURES
 from aesweep.spec import variants
 
 if TYPE_CHECKING:
@@ -47,7 +47,6 @@ if TYPE_CHECKING:
 
 __all__ = ["FIGURES", "FigureSkipped", "figure_title", "make_figures"]
 
-FIGURES: dict[str, Callable[[_Context], Figure]] = {}
 log = logging.getLogger("aesweep.figures")
 
 
@@ -66,15 +65,6 @@ MAX_CLASS_DIMS = 10  # per-class distributions: panels (the AE-vs-VAE study's AE
 # points is settled by then, and it halves the time of the default 1000 (about 3 s for 2000 points, one thread).
 TSNE_ITER = 500
 DPI = 110
-
-
-def _figure(name: str) -> Callable[[Callable[[_Context], Figure]], Callable[[_Context], Figure]]:
-    def add(fn: Callable[[_Context], Figure]) -> Callable[[_Context], Figure]:
-        FIGURES[name] = fn
-        registry.FIGURES.register(name)(fn)
-        return fn
-
-    return add
 
 
 def figure_title(cfg: TrialConfig) -> str:
@@ -175,7 +165,7 @@ def _one_per_class_first(ctx: _Context, k: int) -> Tensor:
     return torch.tensor((firsts[:k] + rest)[:k], dtype=torch.long)
 
 
-@_figure("reconstructions")
+@FIGURES.register("reconstructions")
 def reconstructions(ctx: _Context) -> Figure:
     """Test originals (top row) over their reconstructions (bottom row), one per class where possible."""
     index = _one_per_class_first(ctx, GRID_COLUMNS)
@@ -260,7 +250,7 @@ def _scatter(ctx: _Context, ax: Axes, points: np.ndarray, labels: np.ndarray, ti
         ax.set_yticks([])
 
 
-@_figure("latent_pca")
+@FIGURES.register("latent_pca")
 def latent_pca(ctx: _Context) -> Figure:
     """Test embeddings projected on their first two principal components, coloured by class."""
     proj, ratio = _pca(ctx.codes.numpy().astype(np.float64), 2)
@@ -272,7 +262,7 @@ def latent_pca(ctx: _Context) -> Figure:
     return fig
 
 
-@_figure("latent_tsne")
+@FIGURES.register("latent_tsne")
 def latent_tsne(ctx: _Context) -> Figure:
     """t-SNE of a subsample of test embeddings, coloured by class."""
     sub = gen.subsample(len(ctx.codes), ctx.tsne_points, ctx.seed)
@@ -282,7 +272,7 @@ def latent_tsne(ctx: _Context) -> Figure:
     return fig
 
 
-@_figure("image_tsne")
+@FIGURES.register("image_tsne")
 def image_tsne(ctx: _Context) -> Figure:
     """t-SNE of the same test images in pixel space: the baseline an embedding's t-SNE is compared with."""
     sub = gen.subsample(len(ctx.rows), ctx.tsne_points, ctx.seed)
@@ -294,7 +284,7 @@ def image_tsne(ctx: _Context) -> Figure:
     return fig
 
 
-@_figure("interpolation")
+@FIGURES.register("interpolation")
 def interpolation(ctx: _Context) -> Figure:
     """Decoded linear interpolation z = (1 - a) z_A + a z_B, a = 0..1 in 10 steps, between two test images of
     different classes, with the two originals at the ends."""
@@ -334,7 +324,7 @@ def _traversed_dims(ctx: _Context) -> list[tuple[int, str]]:
     return list(rows.items())[:MAX_TRAVERSED_DIMS]
 
 
-@_figure("traversals")
+@FIGURES.register("traversals")
 def traversals(ctx: _Context) -> Figure:
     """One test image's code with one dimension at a time set to prior mean + t * prior std, t = -3..3."""
     prior = ctx.latent_prior
@@ -375,7 +365,7 @@ def zeroed_codes(base: Tensor, dims: Sequence[int]) -> Tensor:
     return codes
 
 
-@_figure("zeroed_dims")
+@FIGURES.register("zeroed_dims")
 def zeroed_dims(ctx: _Context) -> Figure:
     """What each latent dimension carries (the shapes study's "zeroing out"): test images (top row), their
     reconstructions, then one row per dimension with that dimension of the code set to 0 before decoding; up to
@@ -400,7 +390,7 @@ def zeroed_dims(ctx: _Context) -> Figure:
     return fig
 
 
-@_figure("prior_samples")
+@FIGURES.register("prior_samples")
 def prior_samples(ctx: _Context) -> Figure:
     """An 8 x 8 grid of decoded draws from the latent prior."""
     prior = ctx.latent_prior
@@ -418,7 +408,7 @@ def prior_samples(ctx: _Context) -> Figure:
 # loss curves of the trial.
 
 
-@_figure("latent_2d")
+@FIGURES.register("latent_2d")
 def latent_2d(ctx: _Context) -> Figure:
     """A 2-D latent in its raw coordinates (no PCA: a prior's shifted mean or scale stays visible), by class."""
     ctx.need_2d()
@@ -434,7 +424,7 @@ def latent_2d(ctx: _Context) -> Figure:
     return fig
 
 
-@_figure("decoded_grid")
+@FIGURES.register("decoded_grid")
 def decoded_grid(ctx: _Context) -> Figure:
     """A 10 x 10 grid of decoded 2-D codes over [-3, 3]^2: z[0] along the columns, z[1] up the rows."""
     ctx.need_2d()
@@ -479,7 +469,7 @@ def _dims_by_variance(codes: Tensor, k: int) -> list[int]:
     return sorted(codes.var(0, correction=0).argsort(descending=True)[:k].tolist())
 
 
-@_figure("latent_histograms")
+@FIGURES.register("latent_histograms")
 def latent_histograms(ctx: _Context) -> Figure:
     """Histogram of each latent dimension over the test embeddings, with the prior's marginal density."""
     codes = ctx.codes.double()
@@ -506,7 +496,7 @@ def latent_histograms(ctx: _Context) -> Figure:
     return fig
 
 
-@_figure("latent_by_class")
+@FIGURES.register("latent_by_class")
 def latent_by_class(ctx: _Context) -> Figure:
     """Distribution of each latent dimension grouped by class (the AE-vs-VAE study's fig. 1): one box per class."""
     if not ctx.labelled:
@@ -536,7 +526,7 @@ def latent_by_class(ctx: _Context) -> Figure:
     return fig
 
 
-@_figure("factor_correlation")
+@FIGURES.register("factor_correlation")
 def factor_correlation_map(ctx: _Context) -> Figure:
     """Pearson correlation of every generative factor with every latent dimension (the AE-vs-VAE study's fig. 2)."""
     factors = ctx.dataset.test.factors
@@ -563,7 +553,7 @@ def factor_correlation_map(ctx: _Context) -> Figure:
     return fig
 
 
-@_figure("loss_curves")
+@FIGURES.register("loss_curves")
 def loss_curves(ctx: _Context) -> Figure:
     """Training and validation loss per epoch of this trial (its per-epoch history)."""
     points = {key: [(int(h.get("epoch", i + 1)), float(h[key])) for i, h in enumerate(ctx.history) if key in h]
@@ -601,14 +591,14 @@ def make_figures(model: nn.Module, dataset: Dataset, names: Iterable[str], out_d
     """
     names = list(names)
     if unknown := [n for n in names if n not in FIGURES]:
-        raise ValueError(f"unknown figure(s) {unknown}; known: {', '.join(FIGURES)}")
+        raise ValueError(f"unknown figure(s) {unknown}; known: {', '.join(FIGURES.names())}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ctx = _Context(model, dataset, title, prior, seed, tsne_points, max_points, list(history or []))
     paths = []
     for name in names:
         try:
-            fig = FIGURES[name](ctx)
+            fig = FIGURES.get(name)(ctx)
         except FigureSkipped as why:
             log.warning("figure %s skipped: %s", name, why)
             continue

@@ -41,7 +41,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -64,12 +64,6 @@ from aesweep.evaluation.solvers import (
 )
 from aesweep.registry import CLUSTERERS, PROBES
 from aesweep.spec.trial import EvalConfig
-
-if TYPE_CHECKING:
-    from aesweep.spec.trial import EvalConfig
-
-
-
 
 # --------------------------------------------------------------------------------------------------------------
 # Conversions and row selection
@@ -226,6 +220,8 @@ def _sk_knn(seed: int) -> Any:
 
 
 def _sk_torch_mlp(seed: int, **options: Any) -> Any:
+    # Deferred, as every scikit-learn import here: mlp_probe subclasses sklearn's estimators (about 1 s to import),
+    # which a trial that runs no probe never pays.
     from aesweep.evaluation.mlp_probe import TorchMLPClassifier
 
     return TorchMLPClassifier(seed=seed, **options)

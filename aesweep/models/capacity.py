@@ -21,7 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from aesweep.spec import backbones, catalog, variants
+from aesweep import registry
+from aesweep.spec import backbones, variants
 from aesweep.spec.distributions import Distribution
 from aesweep.spec.problems import Problem, SpecError
 from aesweep.spec.sweep_spec import SweepSpec
@@ -59,6 +60,13 @@ def _objective(trial: Any, shape: tuple[int, int, int]) -> variants.Objective:
                             latent_dim=trial.model.latent_dim)
 
 
+def image_shape(dataset: str) -> tuple[int, int, int] | None:
+    """The in-memory image shape (C, H, W) a dataset declares (``registry.DATASETS``' ``shape``), without loading
+    it; None where its registration does not say."""
+    shape = registry.meta(registry.DATASETS, dataset).get("shape")
+    return tuple(shape) if shape is not None else None
+
+
 def parameter_floor(trial: Any) -> int | float:
     """A lower bound of the parameters of a TrialConfig's model, from its shapes alone (no torch): the backbone's
     weights (``backbones.Rules.weights``), the bottleneck's and the heads'. For a dataset or backbone not
@@ -66,7 +74,7 @@ def parameter_floor(trial: Any) -> int | float:
     parameters. ``math.inf`` where a layer's size is past what a float can hold (a width of 1e308)."""
     model = trial.model
     generic = 2 * model.latent_dim
-    shape = catalog.image_shape(trial.dataset.name)
+    shape = image_shape(trial.dataset.name)
     rules = backbones.BUILTIN.get(model.backbone)
     if shape is None or rules is None or rules.weights is None:
         return generic
@@ -92,11 +100,12 @@ def parameter_floor(trial: Any) -> int | float:
 def estimate(trial: Any, batch_size: int | None = None) -> Estimate | None:
     """Parameters and training-memory floor of a TrialConfig's model, built on the meta device; None if the
     dataset's shape is not known here (a dataset registered elsewhere) or the model cannot be built on meta."""
+    # Deferred: validation rejects most specs on the torch-free parameter floor, in tens of MB.
     import torch
 
     from aesweep.models.model import AutoEncoder
 
-    shape = catalog.image_shape(trial.dataset.name)
+    shape = image_shape(trial.dataset.name)
     if shape is None:
         return None
     objective = _objective(trial, shape)

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from aesweep.models.nets import build_backbone
 from aesweep.spec.backbones import SETTINGS
-from aesweep.spec.catalog import INIT_SCHEMES
+from aesweep.spec.trial import INIT_SCHEMES
 
 if TYPE_CHECKING:
     from aesweep.spec.trial import ModelConfig
@@ -129,7 +129,7 @@ def classifier_head(latent_dim: int, num_classes: int, widths: Iterable[int] = (
 
 # torch: the layers' own reset_parameters (kaiming_uniform with a = sqrt(5): weights and biases U(+-1/sqrt(fan_in)),
 # variance 1 / (3 fan_in)). lecun_normal: JAX/Flax's default for nn.Dense and nn.Conv(Transpose), a normal
-# truncated at 2 std whose variance after truncation is 1 / fan_in, and zero biases (catalog.INIT_SCHEMES).
+# truncated at 2 std whose variance after truncation is 1 / fan_in, and zero biases (INIT_SCHEMES).
 
 # The std of a standard normal truncated to [-2, 2] (scipy.stats.truncnorm(-2, 2).std()), which Flax divides out.
 _TRUNCATED_NORMAL_STD = 0.87962566103423978

@@ -75,7 +75,7 @@ class LinearOutput(nn.Module):
         return x if self.training else x.clamp(0, 1)
 
 
-# Keyed, in order, by catalog.OUTPUT_ACTIVATIONS, the names the spec accepts (tests/test_spec.py holds them equal).
+# Keyed, in order, by spec.trial.OUTPUT_ACTIVATIONS, the names the spec accepts (tests hold them equal).
 OUTPUT_ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {"sigmoid": nn.Sigmoid, "tanh": HalfTanh,
                                                           "linear": LinearOutput}
 

@@ -67,17 +67,16 @@ def best_trial_figures(record: SweepRecord, best: dict[str, dict[str, Any]], out
     traversals, ...), copied to ``out_dir/<trial id>/`` so that the report shows them beside its own plots. One
     copy per trial when it is best on several metrics; a trial that drew none adds nothing."""
     out: list[tuple[str, Path]] = []
-    client = tracking.client(record.uri)
     for row in {row["trial_id"]: row for row in best.values()}.values():
         run_id = row["run_id"]
-        names = [a.path for a in tracking._retry(lambda r=run_id: client.list_artifacts(r, "figures"))
+        names = [a.path for a in tracking.list_artifacts(record.uri, run_id, "figures")
                  if not a.is_dir and a.path.endswith(".png")]
         if not names:
             continue
         target = out_dir / str(row["trial_id"])
         target.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory() as tmp:  # one download of the folder, then its PNGs moved up
-            local = Path(tracking._retry(lambda r=run_id, t=tmp: client.download_artifacts(r, "figures", t)))
+            local = Path(tracking.download_artifacts(record.uri, run_id, "figures", tmp))
             for name in sorted(Path(n).name for n in names):
                 path = target / name
                 shutil.move(local / name, path)
@@ -148,11 +147,10 @@ def make_report(record: SweepRecord, out_dir: str | Path, log: bool = True, comm
     (out / "summary.md").write_text(_summary_md(record, tables, figures, best, pareto, importance, out, command))
     files.insert(0, out / "summary.md")
     if log:
-        c = tracking.client(record.uri)
         for path in files:
             rel = path.relative_to(out).parent
             artifact_dir = "report" if str(rel) == "." else f"report/{rel}"
-            tracking._retry(lambda p=path, a=artifact_dir: c.log_artifact(record.parent_run_id, str(p), a))
+            tracking.log_artifact(record.uri, record.parent_run_id, str(path), artifact_dir)
     return Report(out, files, record, best)
 
 

@@ -29,12 +29,11 @@ def metric_histories(record: SweepRecord, run_ids: list[str], keys: tuple[str, .
                      ) -> dict[str, dict[str, list[tuple[int, float]]]]:
     """``{run_id: {metric: [(step, value), ...] sorted by step}}`` from MLflow; a metric a run never logged is
     absent. A step logged twice (a resumed trial repeating an epoch) keeps its last value."""
-    c = tracking.client(record.uri)
     out: dict[str, dict[str, list[tuple[int, float]]]] = {}
     for run_id in run_ids:
         curves = {}
         for key in keys:
-            history = tracking._retry(lambda r=run_id, k=key: c.get_metric_history(r, k))
+            history = tracking.metric_history(record.uri, run_id, key)
             by_step = {}
             for m in sorted(history, key=lambda m: (m.step, m.timestamp)):
                 by_step[int(m.step)] = float(m.value)

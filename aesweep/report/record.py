@@ -92,11 +92,10 @@ def _value(text: str | None) -> Any:
 
 def load_record(uri: str, parent_run_id: str, spec: SweepSpec | None = None) -> SweepRecord:
     """The sweep whose parent run is ``parent_run_id``: every child run as one row."""
-    c = tracking.client(uri)
-    parent = tracking._retry(lambda: c.get_run(parent_run_id))
+    parent = tracking.get_run(uri, parent_run_id)
     if spec is None:
         with tempfile.TemporaryDirectory() as tmp:
-            path = tracking._retry(lambda: c.download_artifacts(parent_run_id, "spec/sweep.yaml", tmp))
+            path = tracking.download_artifacts(uri, parent_run_id, "spec/sweep.yaml", tmp)
             spec = parse_spec(Path(path).read_text(), "spec/sweep.yaml (MLflow)")
     rows, params, metrics = [], [], []
     for run in tracking.children(uri, parent_run_id):
@@ -159,13 +158,9 @@ def locate(name_or_path: str, storage: str | None = None, tracking_uri: str | No
     import logging
 
     logging.getLogger("mlflow").setLevel(logging.WARNING)  # no INFO lines about the store's tables
-    c = tracking.client(uri)
     name = Path(name_or_path).name
     try:
-        experiments = tracking._retry(lambda: c.search_experiments())
-        runs = tracking._retry(lambda: c.search_runs(
-            [e.experiment_id for e in experiments], f"tags.`{tracking.SWEEP_TAG}` = '{name}'",
-            order_by=["attributes.start_time DESC"], max_results=20)) if experiments else []
+        runs = tracking.runs_of_sweep(uri, name)
     except Exception as err:  # an unreachable server, a store that is not MLflow's
         raise FileNotFoundError(f"{local_error}; and MLflow at {uri} could not be read ({err})") from None
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]

@@ -73,7 +73,7 @@ def init_ray(address: str | None) -> None:
         ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False,
                  configure_logging=True)
         return
-    # A Ray of our own, on loopback only (aesweep.loopback). "local": never join whatever Ray this machine last
+    # A Ray of our own, on loopback only (aesweep.service.loopback). "local": never join whatever Ray this machine last
     # started (ray.init's default for no address); sharing one is `--address auto`.
     loopback.pin_environment()
     ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False,
@@ -108,7 +108,7 @@ def _search(spec: SweepSpec, max_points: int | None = None) -> tuple[Any, dict[s
 
 
 def _scheduler(spec: SweepSpec) -> Any:
-    """The spec's trial scheduler on ``epoch``: ASHA on one metric, MO-ASHA (aesweep.moasha) on several, or None.
+    """The spec's trial scheduler on ``epoch``: ASHA on one metric, MO-ASHA (aesweep.service.moasha) on several, or None.
     max_t defaults to the most epochs a trial of the spec can train."""
     sch = spec.search.scheduler
     if sch.name == "none":
@@ -456,10 +456,9 @@ def _make_driver_class() -> type:
             for run in runs:
                 if run.info.status == "RUNNING":
                     if pruned:
-                        c = tracking.client(self.state.uri)
-                        tracking._retry(lambda c=c, r=run: c.set_tag(r.info.run_id, tracking.PRUNED_TAG, "true"))
+                        tracking.set_tag(self.state.uri, run.info.run_id, tracking.PRUNED_TAG, "true")
                         if rung is not None:
-                            tracking._retry(lambda c=c, r=run: c.set_tag(r.info.run_id, RUNG_TAG, str(int(rung))))
+                            tracking.set_tag(self.state.uri, run.info.run_id, RUNG_TAG, str(int(rung)))
                     tracking.set_status(self.state.uri, run.info.run_id, status, reason)
             return bool(runs)
 

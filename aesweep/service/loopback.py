@@ -2,7 +2,7 @@
 talks to, the network the machine is on.
 
 Why this takes more than ``ray.init(_node_ip_address="127.0.0.1")`` (read in Ray 2.60's code, pinned by
-tests/test_loopback.py): ``ray._private.worker.init`` passes a given node address through
+tests/service/test_loopback.py): ``ray._private.worker.init`` passes a given node address through
 ``services.resolve_ip_for_localhost``, which swaps a loopback address for ``services.get_node_ip_address()``, the
 address of the machine's primary interface, unless ``ray_constants.ENABLE_RAY_CLUSTER`` is false. That constant
 is read from ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER`` when ``ray._private.ray_constants`` is first imported, in

@@ -89,7 +89,7 @@ def pareto_mask(points: Sequence[Vector]) -> list[bool]:
 def hypervolume_2d(points: Sequence[Vector], reference: Vector) -> float:
     """Area dominated by ``points`` (two metrics, both minimised) and bounded by ``reference``; points not
     strictly better than the reference on both metrics add nothing. Checked against Optuna's WFG implementation
-    (tests/test_moasha.py)."""
+    (tests/service/test_moasha.py)."""
     inside = sorted((float(x), float(y)) for x, y in points if x < reference[0] and y < reference[1])
     area, ceiling = 0.0, float(reference[1])
     for x, y in inside:  # by the first metric, ascending: each point adds the strip below the lowest y so far

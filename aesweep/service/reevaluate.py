@@ -39,11 +39,10 @@ def _evaluate_run(uri: str, run_id: str, overrides: list[str]) -> dict[str, Any]
     import yaml
 
 
-    c = tracking.client(uri)
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            trial_yaml = tracking._retry(lambda: c.download_artifacts(run_id, "spec/trial.yaml", tmp))
-            weights = tracking._retry(lambda: c.download_artifacts(run_id, "model/state_dict.pt", tmp))
+            trial_yaml = tracking.download_artifacts(uri, run_id, "spec/trial.yaml", tmp)
+            weights = tracking.download_artifacts(uri, run_id, "model/state_dict.pt", tmp)
             stored = Path(tmp) / "stored" / "model"  # evaluate_stored reads <dir>/model/state_dict.pt
             stored.mkdir(parents=True)
             Path(weights).rename(stored / "state_dict.pt")
@@ -52,19 +51,19 @@ def _evaluate_run(uri: str, run_id: str, overrides: list[str]) -> dict[str, Any]
                 apply_override(data, override)
             cfg = TrialConfig.model_validate(data)
             metrics, figures = evaluate_stored(cfg, stored.parent, Path(tmp) / "figures", dataset=trial_dataset(cfg))
-            history = tracking._retry(lambda: c.get_metric_history(run_id, "epoch"))
+            history = tracking.metric_history(uri, run_id, "epoch")
             step = max((int(m.value) for m in history), default=0)
             run = tracking.TrialRun.attach(uri, run_id)
             run.log_metrics(metrics, step)
             for path in figures:
                 run.log_artifact(path, "figures")
-            tracking._retry(lambda: c.set_tag(run_id, "aesweep.reevaluated",
-                                              f"{time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(overrides)}".strip()))
+            tracking.set_tag(uri, run_id, "aesweep.reevaluated",
+                             f"{time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(overrides)}".strip())
         return {"run_id": run_id, "status": "ok", "metrics": metrics}
     except Exception as err:  # one broken trial must not stop the others
         reason = f"{type(err).__name__}: {err}"
         with contextlib.suppress(Exception):
-            tracking._retry(lambda: c.set_tag(run_id, "aesweep.eval_failure", reason[:5000]))
+            tracking.set_tag(uri, run_id, "aesweep.eval_failure", reason[:5000])
         return {"run_id": run_id, "status": "failed", "reason": reason}
 
 

@@ -69,7 +69,7 @@ def resolve_uri(spec_uri: str | None = None, cli_uri: str | None = None) -> str:
     return uri
 
 
-def _retry(fn: Callable[[], T], attempts: int = 12) -> T:
+def retry(fn: Callable[[], T], attempts: int = 12) -> T:
     """Run an MLflow call, retrying while sqlite reports the database locked (one writer at a time, up to
     ``attempts`` tries) or while the tracking server is unreachable or failing transiently (up to
     ``AESWEEP_MLFLOW_RETRY_S`` seconds, on top of MLflow's own per-request retries)."""
@@ -132,9 +132,49 @@ class Superseded(RuntimeError):
 
 
 def client(uri: str):
+    """An MlflowClient for ``uri``; callers outside this module use the functions below, which retry."""
     from mlflow import MlflowClient
 
     return MlflowClient(tracking_uri=uri)
+
+
+# The calls the report, the CLI and eval-only sweeps make, each through ``retry``.
+
+
+def get_run(uri: str, run_id: str) -> Any:
+    return retry(lambda: client(uri).get_run(run_id))
+
+
+def set_tag(uri: str, run_id: str, key: str, value: str) -> None:
+    retry(lambda: client(uri).set_tag(run_id, key, value))
+
+
+def metric_history(uri: str, run_id: str, key: str) -> list[Any]:
+    """Every value ``run_id`` logged for metric ``key`` (MLflow Metric objects: step, value, timestamp)."""
+    return retry(lambda: client(uri).get_metric_history(run_id, key))
+
+
+def list_artifacts(uri: str, run_id: str, path: str) -> list[Any]:
+    return retry(lambda: client(uri).list_artifacts(run_id, path))
+
+
+def download_artifacts(uri: str, run_id: str, path: str, dst: str) -> str:
+    """Download artifact ``path`` (a file or folder) of ``run_id`` under ``dst``; the local path."""
+    return retry(lambda: client(uri).download_artifacts(run_id, path, dst))
+
+
+def log_artifact(uri: str, run_id: str, local_path: str, artifact_path: str | None = None) -> None:
+    retry(lambda: client(uri).log_artifact(run_id, local_path, artifact_path))
+
+
+def runs_of_sweep(uri: str, sweep: str, max_results: int = 20) -> list[Any]:
+    """The runs tagged with sweep name ``sweep`` in every experiment, newest first."""
+    experiments = retry(lambda: client(uri).search_experiments())
+    if not experiments:
+        return []
+    return retry(lambda: client(uri).search_runs(
+        [e.experiment_id for e in experiments], f"tags.`{SWEEP_TAG}` = '{sweep}'",
+        order_by=["attributes.start_time DESC"], max_results=max_results))
 
 
 def git_sha() -> str | None:
@@ -147,13 +187,13 @@ def git_sha() -> str | None:
 
 def experiment_id(uri: str, name: str) -> str:
     c = client(uri)
-    found = _retry(lambda: c.get_experiment_by_name(name))
+    found = retry(lambda: c.get_experiment_by_name(name))
     if found is not None:
         return found.experiment_id
     try:
-        return _retry(lambda: c.create_experiment(name))
+        return retry(lambda: c.create_experiment(name))
     except Exception:  # another process created it first
-        found = _retry(lambda: c.get_experiment_by_name(name))
+        found = retry(lambda: c.get_experiment_by_name(name))
         if found is None:
             raise
         return found.experiment_id
@@ -166,7 +206,7 @@ def start_parent(uri: str, experiment: str, sweep: str, spec_yaml: str, tags: di
     all_tags = {SWEEP_TAG: sweep, "aesweep.version": __version__, **tags}
     if sha := git_sha():
         all_tags["aesweep.git_sha"] = sha
-    run = _retry(lambda: c.create_run(exp, tags=all_tags, run_name=sweep))
+    run = retry(lambda: c.create_run(exp, tags=all_tags, run_name=sweep))
     log_text(uri, run.info.run_id, spec_yaml, "spec/sweep.yaml")
     return run.info.run_id
 
@@ -178,28 +218,28 @@ def log_text(uri: str, run_id: str, text: str, artifact_file: str) -> None:
         path = Path(tmp) / Path(artifact_file).name
         path.write_text(text)
         parent = str(Path(artifact_file).parent)
-        _retry(lambda: client(uri).log_artifact(run_id, str(path), None if parent == "." else parent))
+        retry(lambda: client(uri).log_artifact(run_id, str(path), None if parent == "." else parent))
 
 
 def set_status(uri: str, run_id: str, status: str, reason: str | None = None) -> None:
     """End a run: FINISHED, FAILED (with the reason as a tag) or KILLED."""
     c = client(uri)
     if reason:
-        _retry(lambda: c.set_tag(run_id, FAILURE_TAG, reason[:5000]))
-    _retry(lambda: c.set_terminated(run_id, status))
+        retry(lambda: c.set_tag(run_id, FAILURE_TAG, reason[:5000]))
+    retry(lambda: c.set_terminated(run_id, status))
 
 
 def set_status_running(uri: str, run_id: str) -> None:
     """Mark a run RUNNING again (a resumed sweep's parent)."""
     c = client(uri)
-    _retry(lambda: c.update_run(run_id, status="RUNNING"))
+    retry(lambda: c.update_run(run_id, status="RUNNING"))
 
 
 def children(uri: str, parent_run_id: str) -> list[Any]:
     """Every child run of a parent run (any status)."""
     c = client(uri)
-    parent = _retry(lambda: c.get_run(parent_run_id))
-    return _retry(lambda: c.search_runs(
+    parent = retry(lambda: c.get_run(parent_run_id))
+    return retry(lambda: c.search_runs(
         [parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent_run_id}'", max_results=50_000))
 
 
@@ -240,12 +280,12 @@ class TrialRun:
         self.retries_before = RETRIES["transient"]
         tags = {**tags, ATTEMPT_TAG: self.attempt}
         c = self.client
-        parent = _retry(lambda: c.get_run(parent_run_id))
+        parent = retry(lambda: c.get_run(parent_run_id))
         query = f"tags.mlflow.parentRunId = '{parent_run_id}' and tags.`{TRIAL_TAG}` = '{trial_id}'"
         existing = self._oldest(parent.info.experiment_id, query)
         if existing is None:
             all_tags = {"mlflow.parentRunId": parent_run_id, TRIAL_TAG: trial_id, **tags}
-            created = _retry(lambda: c.create_run(parent.info.experiment_id, tags=all_tags, run_name=run_name))
+            created = retry(lambda: c.create_run(parent.info.experiment_id, tags=all_tags, run_name=run_name))
             # A create whose reply was lost and was retried, or another attempt racing this one, makes a second
             # run of the trial: the oldest one is the trial's run, the others are deleted.
             oldest = self._oldest(parent.info.experiment_id, query, delete_others=True)
@@ -257,28 +297,28 @@ class TrialRun:
         # Own the run first, then read how far it got: an older attempt still running checks the tag before
         # each write, so nothing it logs after this line is lost or doubled.
         for key, value in tags.items():
-            _retry(lambda k=key, v=value: c.set_tag(self.run_id, k, v))
-        _retry(lambda: c.update_run(self.run_id, status="RUNNING"))
-        history = _retry(lambda: c.get_metric_history(self.run_id, "epoch"))
+            retry(lambda k=key, v=value: c.set_tag(self.run_id, k, v))
+        retry(lambda: c.update_run(self.run_id, status="RUNNING"))
+        history = retry(lambda: c.get_metric_history(self.run_id, "epoch"))
         self.last_epoch = max((int(m.value) for m in history), default=0)
         self.resumed = True
         self.held = set(existing.data.metrics)  # what the run holds already (final metrics: see log_final)
 
     def _oldest(self, experiment_id: str, query: str, delete_others: bool = False) -> Any:
-        runs = _retry(lambda: self.client.search_runs([experiment_id], query, max_results=50))
+        runs = retry(lambda: self.client.search_runs([experiment_id], query, max_results=50))
         if not runs:
             return None
         runs = sorted(runs, key=lambda r: (r.info.start_time, r.info.run_id))
         if delete_others:
             for extra in runs[1:]:
-                _retry(lambda r=extra: self.client.delete_run(r.info.run_id))
+                retry(lambda r=extra: self.client.delete_run(r.info.run_id))
         return runs[0]
 
     def check_owner(self) -> None:
         """Raise Superseded if another attempt of this trial has taken the run over."""
         if getattr(self, "attempt", None) is None:  # attach(): an eval-only sweep, no attempts
             return
-        run = _retry(lambda: self.client.get_run(self.run_id))
+        run = retry(lambda: self.client.get_run(self.run_id))
         owner = run.data.tags.get(ATTEMPT_TAG)
         if owner is not None and owner != self.attempt:
             raise Superseded(f"run {self.run_id}: attempt {owner} of this trial has taken over")
@@ -298,7 +338,7 @@ class TrialRun:
 
         items = [Param(k, str(v)[:6000]) for k, v in params.items()]
         for i in range(0, len(items), 100):  # MLflow caps a batch at 100 params
-            _retry(lambda chunk=items[i:i + 100]: self.client.log_batch(self.run_id, params=chunk))
+            retry(lambda chunk=items[i:i + 100]: self.client.log_batch(self.run_id, params=chunk))
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         from mlflow.entities import Metric
@@ -307,7 +347,7 @@ class TrialRun:
         now = int(time.time() * 1000)
         items = [Metric(k, float(v), now, step) for k, v in metrics.items() if _finite(v)]
         for i in range(0, len(items), 1000):
-            _retry(lambda chunk=items[i:i + 1000]: self.client.log_batch(self.run_id, metrics=chunk))
+            retry(lambda chunk=items[i:i + 1000]: self.client.log_batch(self.run_id, metrics=chunk))
 
     def log_final(self, metrics: dict[str, float], step: int) -> None:
         """Log a trial's end-of-training metrics once: a trial that Tune resumed from a checkpoint older than
@@ -325,7 +365,7 @@ class TrialRun:
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         self.check_owner()
-        _retry(lambda: self.client.log_artifact(self.run_id, str(path), artifact_path))
+        retry(lambda: self.client.log_artifact(self.run_id, str(path), artifact_path))
 
     def log_text(self, text: str, artifact_file: str) -> None:
         log_text(self.uri, self.run_id, text, artifact_file)
@@ -334,7 +374,7 @@ class TrialRun:
         self.check_owner()
         retried = RETRIES["transient"] - getattr(self, "retries_before", RETRIES["transient"])
         if retried:
-            _retry(lambda: self.client.set_tag(self.run_id, RETRIES_TAG, str(retried)))
+            retry(lambda: self.client.set_tag(self.run_id, RETRIES_TAG, str(retried)))
         set_status(self.uri, self.run_id, status, reason)
 
 

@@ -29,7 +29,7 @@ _DATASETS: dict[str, Any] = {}
 
 def trial_dataset(cfg: TrialConfig) -> Any:
     """The trial's dataset, cached per worker process: with actor reuse, the next trial skips the load."""
-    from aesweep.data import datasets
+    from aesweep.data import datasets  # deferred like the trainable's imports: it runs on the worker only
 
     key = cfg.dataset.model_dump_json()
     if key not in _DATASETS:
@@ -49,6 +49,7 @@ def trial_run_name(cfg: TrialConfig, trial_id: str) -> str:
 
 def trainable(config: dict[str, Any]) -> None:
     """Ray Tune function trainable: one trial, its MLflow child run, a checkpoint per epoch."""
+    # Deferred: the driver imports this module to hand Tune the function, and never needs torch or training.
     import ray
     import torch
     from ray import tune

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from aesweep.spec import backbones, catalog, schedules, variants
+from aesweep import registry
+from aesweep.spec import backbones, schedules, variants
 from aesweep.spec.distributions import Choice, Distribution, Grid, highest, lowest
 from aesweep.spec.problems import SpecError
 from aesweep.spec.sweep_spec import ONLINE_PROBE_METRICS, PER_EPOCH_METRICS, SweepSpec, per_epoch_counterpart
@@ -93,7 +94,7 @@ def _model_problems(spec: SweepSpec) -> list[tuple[tuple, str]]:
         found.append((("model", "output_activation"), "a linear output is unbounded in training, and a bce "
                       "reconstruction needs probabilities in [0, 1]: use sigmoid or tanh, or recon mse / mae"))
     for name in _options(spec.dataset.name) or []:
-        if catalog.labelled(name):
+        if registry.meta(registry.DATASETS, name).get("labelled", True):
             continue
         needy = [v for v in variants_drawn if any(p.needs_labels for p in variants.parts(v))]
         if needy:

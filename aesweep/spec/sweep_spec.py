@@ -46,7 +46,7 @@ Metric = Annotated[str, Field(min_length=1)]
 
 
 class SchedulerConfig(Strict):
-    """Early stopping across trials: ``asha`` on one per-epoch metric, ``moasha`` on several (aesweep.moasha)."""
+    """Early stopping across trials: ``asha`` on one per-epoch metric, ``moasha`` on several (aesweep.service.moasha)."""
 
     name: Literal["none", "asha", "moasha"] = "none"
     grace_period: PositiveInt = 1  # epochs before a trial may be stopped (the first rung)

@@ -18,18 +18,23 @@ from pydantic import (
 )
 
 from aesweep import registry
-from aesweep.spec import catalog, schedules, variants
+from aesweep.spec import schedules, variants
+
+# model.initialise's weight schemes; the first is the default.
+INIT_SCHEMES = ("torch", "lecun_normal")
+# The decoder's last activations, nets.OUTPUT_ACTIVATIONS' keys; the first is the default.
+OUTPUT_ACTIVATIONS = ("sigmoid", "tanh", "linear")
 
 # --------------------------------------------------------------------------------------------------------------
 
-# Name checks against the registries. A built-in name is checked against aesweep.catalog without importing the
+# Name checks against the registries. A built-in name is checked against its declaration without importing the
 # registering modules (torch, scikit-learn); any other name against the registry, filled by registry.load_all().
 
 
 def _registered(reg: registry.Registry) -> Callable[[str], str]:
     def check(name: str) -> str:
         try:
-            catalog.check(reg, name)
+            registry.check(reg, name)
         except registry.UnknownNameError as err:  # pydantic reports ValueErrors, not KeyErrors
             raise ValueError(str(err)) from None
         return name
@@ -39,7 +44,7 @@ def _registered(reg: registry.Registry) -> Callable[[str], str]:
 
 def _registered_list(reg: registry.Registry) -> Callable[[list[str]], list[str]]:
     def check(names: list[str]) -> list[str]:
-        unknown = [n for n in names if not catalog.known(reg, n)]
+        unknown = [n for n in names if not registry.known(reg, n)]
         if unknown:
             raise ValueError(f"unknown {reg.kind} {unknown[0]!r}; known: {', '.join(reg.names())}")
         return names
@@ -113,11 +118,11 @@ class ModelConfig(Strict):
     dropout: Fraction | None = None  # mlp / conv: dropout after every hidden layer / block; default 0
     # The decoder's last activation; default sigmoid. linear: unbounded in training, clamped to [0, 1] in eval
     # (nets.LinearOutput; not with a bce reconstruction, whose input must be a probability).
-    output_activation: Literal[catalog.OUTPUT_ACTIVATIONS] | None = None  # type: ignore[valid-type]
-    # Initial weights of every Linear and conv layer (model.INIT_SCHEMES): torch = PyTorch's layer defaults;
+    output_activation: Literal[OUTPUT_ACTIVATIONS] | None = None  # type: ignore[valid-type]
+    # Initial weights of every Linear and conv layer (INIT_SCHEMES): torch = PyTorch's layer defaults;
     # lecun_normal = JAX/Flax's Dense and Conv default (truncated normal of variance 1 / fan_in, zero bias), the
     # init of a study written in JAX (002).
-    init: Literal[catalog.INIT_SCHEMES] = "torch"  # type: ignore[valid-type]
+    init: Literal[INIT_SCHEMES] = "torch"  # type: ignore[valid-type]
     # The classifier head (variants with a classifier head only): hidden widths, e.g. [64]; [] = one Linear.
     head_widths: list[PositiveInt] = Field(default_factory=list)
     head_dropout: Fraction = 0.0  # dropout after every hidden layer of the head
@@ -238,7 +243,7 @@ class EvalConfig(Strict):
         default_factory=lambda: ["kmeans"]
     )
     generative: list[Literal["coverage", "information_rate", "factors"]] = Field(default_factory=list)
-    figures: list[Literal[catalog.FIGURES]] = Field(  # type: ignore[valid-type]
+    figures: list[Literal[tuple(registry.declared(registry.FIGURES))]] = Field(  # type: ignore[valid-type]
         default_factory=lambda: ["reconstructions", "latent_pca"]
     )
     # Probe protocol: fixed hyperparameters (fast) or the published GridSearchCV protocol (paper).

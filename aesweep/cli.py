@@ -344,7 +344,7 @@ def resume(
 
     try:
         outcome = _run_live(driver.resume_sweep, name_or_path, storage=storage, address=address)
-    except (FileNotFoundError, tune_state.NoIntactState) as err:
+    except (FileNotFoundError, tune_state.NoIntactState, tune_state.StateOfOtherCode) as err:
         _fail(str(err))
     _finish(outcome)
 

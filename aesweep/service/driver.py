@@ -235,11 +235,17 @@ def resume_sweep(name_or_path: str, *, storage: str | None = None, address: str 
     Tune's files are first put back to the last state it saved whole (``tune_state``). A sweep killed before
     Tune saved any state has run no trial (Tune saves before it starts the first one): it starts afresh, in the
     same parent run. Raises ``tune_state.NoIntactState`` (before Ray is started or anything in MLflow is
-    changed) when no intact state is left but trials have runs in MLflow."""
+    changed) when no intact state is left but trials have runs in MLflow, and ``tune_state.StateOfOtherCode``
+    (before anything is touched) when Tune's state names aesweep classes this installation does not have."""
     from ray import tune
 
     state = SweepState.load(name_or_path, storage)
     path = state.experiment_path
+    if missing := tune_state.missing_own_names(path):
+        raise tune_state.StateOfOtherCode(
+            f"{path}: the sweep was started by another version of aesweep: Tune's saved state refers to "
+            f"{missing[0]}{f' and {len(missing) - 1} more' if len(missing) > 1 else ''}, which this one does not "
+            f"have; resume it with the aesweep that started it (nothing was changed)")
     for line in [*tune_state.restore_snapshot(path), *tune_state.set_aside_torn_state(path)]:
         print(f"aesweep: {line}", file=sys.stderr)
     spec = state.spec

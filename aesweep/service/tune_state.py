@@ -21,8 +21,10 @@ own upload: object stores write an object whole or not at all.
 """
 from __future__ import annotations
 
+import importlib
 import json
 import os
+import pickletools
 import shutil
 from pathlib import Path
 from typing import Any
@@ -44,6 +46,77 @@ TUNE_STATE_FILES = {
 
 class NoIntactState(Exception):
     """Tune's experiment state has no intact copy: the sweep cannot be resumed (the message says why)."""
+
+
+class StateOfOtherCode(Exception):
+    """Tune's saved state names aesweep classes this installation does not have: another version wrote it."""
+
+
+_STRING_OPS = {"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "SHORT_BINSTRING", "BINSTRING", "STRING"}
+
+
+def pickled_globals(data: bytes) -> set[tuple[str, str]]:
+    """The (module, qualified name) of every class or function a pickle refers to, read without unpickling.
+
+    Follows the opcodes: ``GLOBAL`` names both; ``STACK_GLOBAL`` takes the two strings on top of the stack, which
+    may come from the memo (``MEMOIZE`` / ``PUT`` then ``GET``), so pushed strings and the memo are tracked. A pickle
+    cut short yields the names before the cut."""
+    found: set[tuple[str, str]] = set()
+    pushed: list[str | None] = []
+    memo: dict[int, str | None] = {}
+    opcodes = pickletools.genops(data)
+    while True:
+        try:
+            op, arg, _ = next(opcodes)
+        except StopIteration:
+            break
+        except ValueError:  # torn: pickletools reads past the end
+            break
+        name = op.name
+        if name in _STRING_OPS:
+            pushed.append(arg.decode("latin1") if isinstance(arg, bytes) else arg)
+        elif name == "MEMOIZE":
+            memo[len(memo)] = pushed[-1] if pushed else None
+        elif name in ("PUT", "BINPUT", "LONG_BINPUT"):
+            memo[arg] = pushed[-1] if pushed else None
+        elif name in ("GET", "BINGET", "LONG_BINGET"):
+            pushed.append(memo.get(arg))
+        elif name == "GLOBAL":
+            module, _, qualname = arg.partition(" ")
+            found.add((module, qualname))
+            pushed.append(None)
+        elif name == "STACK_GLOBAL":
+            if len(pushed) >= 2 and isinstance(pushed[-2], str) and isinstance(pushed[-1], str):
+                found.add((pushed[-2], pushed[-1]))
+            pushed.append(None)
+        else:
+            pushed.append(None)
+    return found
+
+
+def missing_own_names(experiment_path: str | Path) -> list[str]:
+    """The aesweep classes and functions ``tuner.pkl`` refers to that this installation cannot import, sorted.
+
+    Tune pickles the Tuner with the sweep's spec, scheduler and callbacks by reference; a sweep started by an
+    aesweep whose modules were named otherwise (before the layers of 0.1's re-cut: ``aesweep.spec.Choice``,
+    ``aesweep.sweep``) cannot be restored by this one, and Tune would fail half-way through starting it."""
+    root = Path(experiment_path)
+    snapshot = newest_snapshot(root)
+    # The copy ``restore_snapshot`` would put back, else Tune's own.
+    path = snapshot / TUNER_PKL if snapshot is not None and (snapshot / TUNER_PKL).is_file() else root / TUNER_PKL
+    if not path.exists():
+        return []
+    missing = []
+    for module, qualname in sorted(pickled_globals(path.read_bytes())):
+        if module.split(".")[0] != "aesweep":
+            continue
+        try:
+            obj: Any = importlib.import_module(module)
+            for part in qualname.split("."):
+                obj = getattr(obj, part)
+        except (ImportError, AttributeError):
+            missing.append(f"{module}.{qualname}")
+    return missing
 
 
 def state_kind(name: str) -> str | None:

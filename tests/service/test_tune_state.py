@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
+import types
 from pathlib import Path
 
 import pyarrow.fs
@@ -81,6 +83,30 @@ def test_resume_without_an_intact_state_refuses_in_one_line_or_starts_afresh(sto
     assert done.returncode == 0, done.stdout + done.stderr
     experiment = Path(store.storage) / "nostate"
     parent = store.parent("nostate")
+
+    # A sweep started by an aesweep whose modules were named otherwise (the layout before the re-cut): Tune's
+    # tuner.pkl names a class this one lacks. Refused in one line before Ray or MLflow is touched.
+    originals = {p: p.read_bytes() for p in experiment.rglob(tune_state.TUNER_PKL)}
+    assert len(originals) == 2  # Tune's own and the committed set's
+    gone = types.ModuleType("aesweep.spec_before_recut")
+    gone.Choice = type("Choice", (), {"__module__": gone.__name__})
+    sys.modules[gone.__name__] = gone
+    try:
+        foreign = pickle.dumps({"values": gone.Choice(), "kept": Path("x")})
+    finally:
+        del sys.modules[gone.__name__]
+    for p in originals:
+        p.write_bytes(foreign)
+    refused = cli("resume", str(experiment))
+    assert refused.returncode == 2
+    lines = refused.stderr.strip().splitlines()
+    assert len(lines) == 1 and "started by another version of aesweep" in lines[0], refused.stderr
+    assert "aesweep.spec_before_recut.Choice" in lines[0]
+    assert store.client.get_run(parent.info.run_id).info.status == "FINISHED"  # untouched
+    for p, raw in originals.items():
+        assert p.read_bytes() == foreign  # nothing restored, nothing repaired
+        p.write_bytes(raw)
+
     for path in experiment.iterdir():  # every state Tune saved, and aesweep's sets, gone
         if path.name.startswith(tune_state.SNAPSHOT):
             shutil.rmtree(path)
@@ -102,3 +128,36 @@ def test_resume_without_an_intact_state_refuses_in_one_line_or_starts_afresh(sto
     assert [c.info.status for c in children] == ["FINISHED"]
     assert store.client.get_run(parent.info.run_id).info.status == "FINISHED"
     assert json.loads((experiment / sweep_state.STATE_FILE).read_text())["parent_run_id"] == parent.info.run_id
+
+
+class _Leaf:
+    def __init__(self, value):
+        self.value = value
+
+
+class _Node:
+    def __init__(self, *children):
+        self.children = list(children)
+
+
+@pytest.mark.parametrize("protocol", [2, 3, 4, 5])
+def test_the_names_read_from_a_pickle_are_those_unpickling_looks_up(protocol):
+    import collections
+    import io
+    import pickle
+
+    # Repeated classes are memoized and fetched again (GET), the case a plain scan of GLOBAL opcodes misses.
+    data = pickle.dumps(_Node(_Leaf(1), _Leaf(collections.OrderedDict(a=_Leaf(2))), _Node(), Path("x")),
+                        protocol=protocol)
+    looked_up = set()
+
+    class Recording(pickle.Unpickler):
+        def find_class(self, module, name):
+            looked_up.add((module, name))
+            return super().find_class(module, name)
+
+    Recording(io.BytesIO(data)).load()
+    assert tune_state.pickled_globals(data) == looked_up
+    assert (__name__, "_Leaf") in looked_up
+    # Cut short, the names before the cut are still read, and nothing raises.
+    assert tune_state.pickled_globals(data[: len(data) // 2]) <= looked_up

@@ -27,7 +27,7 @@ from tests.conftest import (
     tune_trials,
     wait_gone,
 )
-from tests.service.test_moasha import MO_EVAL, _mo_spec, _saved_rungs
+from tests.support.moasha_sweeps import MO_EVAL, mo_spec, saved_rungs
 
 pytestmark = pytest.mark.slow
 
@@ -41,7 +41,7 @@ SEED = 20261207
 def _spec(directory: Path, name: str) -> Path:
     # A narrow conv net on 640 images, ~1 s an epoch here: slow enough that a kill lands within a few epochs of
     # the instant it was aimed at (a tiny MLP ran the sweep's epochs in bursts faster than MLflow could be read).
-    return _mo_spec(directory, name, train={"epochs": EPOCHS, "lr": {"grid": LRS}, "batch_size": 32},
+    return mo_spec(directory, name, train={"epochs": EPOCHS, "lr": {"grid": LRS}, "batch_size": 32},
                     model={"backbone": "conv", "width": 0.25}, dataset={"train_size": 640}, eval=MO_EVAL,
                     search={"algorithm": "grid", "max_concurrent": 2,
                             "scheduler": {"name": "moasha", "grace_period": 2, "reduction_factor": 2}})
@@ -72,7 +72,7 @@ def _poll(store: Store, name: str, proc, condition, timeout: float) -> bool:
 def _rung_values(store: Store, name: str, experiment: Path) -> dict[tuple[float, float], list[float]]:
     """(learning rate, rung) -> the metric vector MO-ASHA recorded for that trial at that rung."""
     lr_of = {c.data.tags["aesweep.trial_id"]: float(c.data.params["train.lr"]) for c in store.all_children(name)}
-    return {(lr_of[trial], milestone): vector for milestone, recorded in _saved_rungs(experiment).items()
+    return {(lr_of[trial], milestone): vector for milestone, recorded in saved_rungs(experiment).items()
             for trial, vector in recorded.items()}
 
 

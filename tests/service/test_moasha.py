@@ -1,4 +1,5 @@
-"""MO-ASHA (aesweep.service.moasha): the rung / promotion logic on hand-made results, its spec checks, and real sweeps.
+"""MO-ASHA (aesweep.service.moasha): the rung / promotion logic on hand-made results, and real sweeps (its spec
+checks: tests/spec/test_scheduler_checks.py; the shared Pareto ranking: test_pareto.py).
 
 The unit tests feed the scheduler results the way Ray Tune's controller does (``on_trial_result`` with a result
 dict) and read its decisions. The sweep tests run real Ray Tune and MLflow (sqlite): a sweep in which MO-ASHA stops
@@ -7,47 +8,30 @@ trials at a rung, and a driver killed mid-sweep then resumed with its rungs inta
 from __future__ import annotations
 
 import json
-import random
 import signal
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
-import numpy as np
 import pytest
-import yaml
-from ray.tune.schedulers import TrialScheduler
 
-from aesweep.service import driver, pareto, tracking, trainable
+from aesweep.service import driver, pareto, tracking
 from aesweep.service.liveview import render_line
 from aesweep.service.moasha import MOASHAScheduler
-from aesweep.spec.checks import scheduler_metrics
-from aesweep.spec.load import load_spec, parse_spec
-from aesweep.spec.problems import SpecError
-from tests.conftest import Store, cli, cli_background, kill_group, load, spec_data, tune_trials
-
-STOP, CONTINUE = TrialScheduler.STOP, TrialScheduler.CONTINUE
-TWO = {"val/mse": "min", "val/probe/knn/acc": "max"}
-
-
-def trial(trial_id: str) -> SimpleNamespace:
-    return SimpleNamespace(trial_id=trial_id)  # the scheduler reads nothing else of a Trial
-
-
-def result(epoch: int, mse: float, acc: float) -> dict:
-    return {"epoch": epoch, "val/mse": mse, "val/probe/knn/acc": acc}
-
+from tests.conftest import Store, cli, cli_background, kill_group, load, tune_trials
+from tests.support.moasha_sweeps import (
+    CONTINUE,
+    MO_EVAL,
+    STOP,
+    TWO,
+    mo_spec,
+    result,
+    saved_rungs,
+    saved_rungs_or_none,
+    trial,
+)
 
 # --------------------------------------------------------------------------------------------------------------
 # Ranking and promotion on hand-made results
-
-
-def test_nondominated_fronts_and_epsilon_net_order():
-    points = [[1, 5], [5, 1], [3, 3], [4, 4], [2, 6], [6, 6]]  # minimised
-    assert pareto.nondominated_fronts(points) == [[0, 1, 2], [3, 4], [5]]
-    # Front 1 by epsilon-net: the best on the first metric, then the farthest from it ([5, 1]), then [3, 3].
-    assert pareto.rank_order(points)[:3] == [0, 1, 2]
-    assert pareto.rank_order(points)[-1] == 5
 
 
 def test_a_dominated_trial_is_stopped_and_a_dominating_one_promoted():
@@ -143,107 +127,12 @@ def test_state_round_trips_through_json_and_refuses_other_settings(tmp_path):
         other.set_state(s.get_state())
 
 
-def test_hypervolume_2d_matches_optuna():
-    from optuna._hypervolume import compute_hypervolume
-
-    rng = random.Random(0)
-    for n in (1, 2, 5, 30):
-        points = [[rng.random(), rng.random()] for _ in range(n)]
-        ref = [1.1, 1.2]
-        ours = pareto.hypervolume_2d(points, ref)
-        theirs = compute_hypervolume(np.array(points), np.array(ref))
-        assert ours == pytest.approx(theirs, rel=1e-12)
-    assert pareto.hypervolume_2d([[2.0, 0.0]], [1.0, 1.0]) == 0.0  # outside the reference box
-    assert pareto.hypervolume_2d([], [1.0, 1.0]) == 0.0
-
-
 # --------------------------------------------------------------------------------------------------------------
 # The spec
 
 
-BASE = """\
-name: s
-train: {epochs: 4}
-search:
-  algorithm: random
-  metrics: {test/mse: min, probe/knn/acc: max}
-"""
-
-
-def test_default_metrics_are_the_per_epoch_counterparts_of_the_search_metrics():
-    spec = parse_spec(BASE + "  scheduler: moasha\neval: {online_probe_every: 1}\n", "spec.yaml")
-    assert scheduler_metrics(spec) == {"val/mse": "min", "val/probe/knn/acc": "max"}
-    spec = parse_spec(BASE + "  scheduler: {name: moasha, metrics: {val/loss: min, val/psnr: max}}\n")
-    assert scheduler_metrics(spec) == {"val/loss": "min", "val/psnr": "max"}
-    assert isinstance(driver._scheduler(spec), MOASHAScheduler)
-
-
-@pytest.mark.parametrize("tail, expected", [
-    ("  scheduler:\n    name: moasha\n    metrics: {val/mse: minimize}\n",
-     "spec.yaml:8: search.scheduler.metrics.val/mse: input should be 'min' or 'max'"),
-    ("  scheduler:\n    name: moasha\n    metrics: {val/mse: min, test/mse: min}\n",
-     "spec.yaml:8: search.scheduler.metrics.test/mse: test/mse is reported once, at the end of a trial: a "
-     "scheduler needs a metric reported every epoch; its per-epoch counterpart is val/mse"),
-    ("  scheduler:\n    name: moasha\n    metrics:\n      val/mse: min\n      val/probe/knn/acc: max\n"
-     "eval: {online_probe_every: 2}\n",
-     "spec.yaml:10: search.scheduler.metrics.val/probe/knn/acc: val/probe/knn/acc comes from the online probe, "
-     "which runs every 2 epoch(s); a scheduler needs it every epoch: set eval.online_probe_every: 1"),
-    ("  scheduler: moasha\n",  # defaulted from probe/knn/acc: the online probe is off
-     "spec.yaml:5: search.metrics.probe/knn/acc: val/probe/knn/acc comes from the online probe, which runs off; "
-     "a scheduler needs it every epoch: set eval.online_probe_every: 1"),
-    ("  scheduler: {name: moasha, metric: val/mse}\n",
-     "spec.yaml:6: search.scheduler.metric: moasha takes metrics: {name: min|max, ...} (metric and mode are "
-     "asha's)"),
-    ("  scheduler: {name: moasha, grace_period: 50, metrics: {val/mse: min}}\n",
-     "spec.yaml:6: search.scheduler.grace_period: grace period 50 is longer than the 4 epoch(s) a trial trains"),
-    ("  scheduler: {name: moasha, grace_period: 3, max_t: 2, metrics: {val/mse: min}}\n",
-     "spec.yaml:6: search.scheduler.grace_period: grace period 3 is longer than max_t 2"),
-    ("  scheduler: {name: moasha, reduction_factor: 1, metrics: {val/mse: min}}\n",
-     "spec.yaml:6: search.scheduler.reduction_factor: input should be greater than 1"),
-    ("  scheduler: {name: asha, metrics: {val/mse: min}}\n",
-     "spec.yaml:6: search.scheduler.metrics: asha ranks on one metric: give metric and mode (metrics is for "
-     "moasha)"),
-    ("  scheduler: {name: none, metrics: {val/mse: min}}\n",
-     "spec.yaml:6: search.scheduler.metrics: metrics are set but no scheduler is chosen"),
-])
-def test_bad_scheduler_specs_are_rejected_with_file_and_line(tmp_path, tail, expected):
-    path = tmp_path / "spec.yaml"
-    path.write_text(BASE + tail)
-    with pytest.raises(SpecError) as err:
-        load_spec(path)
-    assert [str(p).replace(str(tmp_path) + "/", "") for p in err.value.problems] == [expected]
-
-
-def test_a_search_metric_without_per_epoch_counterpart_needs_explicit_metrics():
-    text = "name: s\nsearch:\n  metrics: {test/mse: min, probe/mlp/acc: max}\n  scheduler: moasha\n"
-    with pytest.raises(SpecError, match=r"spec.yaml:3: search.metrics.probe/mlp/acc: probe/mlp/acc has no "
-                                        r"per-epoch counterpart"):
-        parse_spec(text, "spec.yaml")
-
-
-def test_validate_exits_2_with_one_line_per_problem(tmp_path):
-    path = tmp_path / "bad.yaml"
-    path.write_text(BASE + "  scheduler:\n    name: moasha\n    metrics: {val/mse: up}\n")
-    done = cli("validate", str(path))
-    assert done.returncode == 2, done.stdout + done.stderr
-    assert f"{path}:8: search.scheduler.metrics.val/mse: input should be 'min' or 'max'" in done.stdout + done.stderr
-
-
 # --------------------------------------------------------------------------------------------------------------
 # Real sweeps
-
-MO_EVAL = {"metrics": ["mse"], "probes": ["knn"], "figures": [], "online_probe_every": 1,
-           "online_probe_size": 100}
-
-
-def _mo_spec(directory: Path, name: str, **sections: dict) -> Path:
-    """TINY with ``sections``, searching test/mse (min) and probe/knn/acc (max) only (write_spec would merge the
-    objectives into TINY's val/loss)."""
-    data = spec_data(name, **sections)
-    data["search"]["metrics"] = {"test/mse": "min", "probe/knn/acc": "max"}
-    path = directory / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
 
 
 def _histories(store: Store, run_id: str, key: str) -> dict[int, tuple[float, int]]:
@@ -255,7 +144,7 @@ def _histories(store: Store, run_id: str, key: str) -> dict[int, tuple[float, in
 def test_moasha_sweep_prunes_at_rungs_and_promotes_the_pareto_optimal(local_ray, store, tmp_path):
     # One trial at a time, so the order in which trials reach a rung is the order they ran in.
     lrs = [3.0e-3, 1.0e-6, 1.0e-3, 2.0e-6]
-    path = _mo_spec(tmp_path, "mo", train={"epochs": 4, "lr": {"grid": lrs}}, eval=MO_EVAL,
+    path = mo_spec(tmp_path, "mo", train={"epochs": 4, "lr": {"grid": lrs}}, eval=MO_EVAL,
                       search={"algorithm": "grid", "max_concurrent": 1,
                               "scheduler": {"name": "moasha", "grace_period": 1, "reduction_factor": 2}})
     lines: list[str] = []
@@ -302,23 +191,6 @@ def test_moasha_sweep_prunes_at_rungs_and_promotes_the_pareto_optimal(local_ray,
     assert "best test/mse" in lines[-1]
 
 
-def _saved_rungs(experiment_path: Path) -> dict[float, dict[str, list[float]]]:
-    """The MO-ASHA rungs in the newest callback state Tune wrote for the sweep: milestone -> {trial id: vector}."""
-    import ray.cloudpickle as pickle
-
-    newest = max(experiment_path.glob("callback-states-*.pkl"))  # the one Tune restores: newest by name
-    states = [s for s in pickle.loads(newest.read_bytes()).values() if s and s.get("scheduler")]
-    assert len(states) == 1, states
-    return {r["milestone"]: r["recorded"] for r in states[0]["scheduler"]["state"]["rungs"]}
-
-
-def _saved_rungs_or_none(experiment_path: Path) -> dict[float, dict[str, list[float]]]:
-    try:
-        return _saved_rungs(experiment_path)
-    except (ValueError, AssertionError, OSError):  # no callback state saved yet
-        return {}
-
-
 @pytest.mark.slow
 def test_driver_killed_then_resumed_keeps_the_rungs(store, tmp_path):
     # rf 4 and at most 4 trials at a rung: only its leader goes on (position < n / 4). Trials run one at a time,
@@ -330,7 +202,7 @@ def test_driver_killed_then_resumed_keeps_the_rungs(store, tmp_path):
     # a race (on a fast machine all three did).
     name = "moresume"
     lrs = [3.0e-3, 1.0e-6, 2.0e-6, 3.0e-6]
-    path = _mo_spec(tmp_path, name, train={"epochs": 3, "lr": {"grid": lrs}},
+    path = mo_spec(tmp_path, name, train={"epochs": 3, "lr": {"grid": lrs}},
                       dataset={"train_size": 600}, eval=MO_EVAL,
                       search={"algorithm": "grid", "max_concurrent": 1,
                               "scheduler": {"name": "moasha", "grace_period": 1, "reduction_factor": 4}})
@@ -344,7 +216,7 @@ def test_driver_killed_then_resumed_keeps_the_rungs(store, tmp_path):
                        if c.info.status == "FINISHED")
         state_dir = Path(store.storage) / name
         deadline = time.monotonic() + 120
-        while not any(good_id in recorded for recorded in _saved_rungs_or_none(state_dir).values()):
+        while not any(good_id in recorded for recorded in saved_rungs_or_none(state_dir).values()):
             assert time.monotonic() < deadline and proc.poll() is None, "the finished trial never reached the state"
             time.sleep(0.1)
         proc.send_signal(signal.SIGKILL)
@@ -356,7 +228,7 @@ def test_driver_killed_then_resumed_keeps_the_rungs(store, tmp_path):
     assert good.info.status == "FINISHED"
     good_trial = good.data.tags[tracking.TRIAL_TAG]
     state_path = Path(store.storage) / name
-    rung_before = _saved_rungs(state_path)[1]
+    rung_before = saved_rungs(state_path)[1]
     assert good_trial in rung_before  # its epoch-1 checkpoint forced a snapshot, rungs included
     # A newer callback state cut short, as a driver killed while Tune copied it into the storage left it before
     # aesweep committed Tune's state whole: the resume sets it aside, says so, and restores from the intact one.
@@ -372,7 +244,7 @@ def test_driver_killed_then_resumed_keeps_the_rungs(store, tmp_path):
     assert sorted(after) == sorted(lrs)  # one child run per trial
     assert after[3.0e-3].info.run_id == good.info.run_id
     assert after[3.0e-3].info.status == "FINISHED"
-    rung_after = _saved_rungs(state_path)[1]
+    rung_after = saved_rungs(state_path)[1]
     assert rung_after[good_trial] == rung_before[good_trial]  # carried over, not re-recorded
     assert {c.data.tags[tracking.TRIAL_TAG] for c in after.values()} == set(rung_after)
     for lr in lrs[1:]:
@@ -414,33 +286,3 @@ def test_the_driver_carries_either_schedulers_rungs_through_a_pickle():
     assert driver._scheduler_state(None) is None
 
 
-def test_live_view_line_for_a_sweep_whose_search_metric_comes_at_the_end():
-    from aesweep.service.liveview import LiveState
-
-    spec = parse_spec(BASE + "  num_samples: 4\n  scheduler: moasha\neval: {online_probe_every: 1}\n")
-    config = {"aesweep": {"spec": spec.model_dump_json(by_alias=True)}}
-
-    def t(trial_id, status, last):
-        return SimpleNamespace(trial_id=trial_id, status=status, last_result=last,
-                               config={**config, "sample": int(trial_id[-1])})
-
-    live = LiveState(spec, expected_trials=4)
-    a, b = t("x_0", "RUNNING", {}), t("x_1", "RUNNING", {})
-    live.observe(a, {**result(1, 0.05, 0.60), "training_iteration": 1, "time_this_iter_s": 2.0})
-    live.observe(a, {**result(2, 0.04, 0.62), "training_iteration": 2, "time_this_iter_s": 2.0})
-    # Tune updates last_result after the callbacks: the view goes by what it observed (epoch 2, not 1).
-    a.last_result = {**result(1, 0.05, 0.60), "training_iteration": 1}
-    live.observe(b, {**result(1, 0.09, 0.70), "training_iteration": 1, "time_this_iter_s": 2.0})
-    line = render_line(live.view([a, b], 75.0))
-    assert line.startswith("trials: 0 done, 2 running, 0 pending, 0 pruned, 0 failed  |  1:15 elapsed  |  ")
-    # 4 trials x 4 epochs planned, 3 done; 13 to go at 2 s each, 2 at a time.
-    assert "epochs 3/16, 2.0 s/epoch, ETA 0:13" in line
-    assert "best val/mse 0.04 so far (x_0; no test/mse yet)" in line
-    assert "Pareto front 2 (per epoch)" in line  # (0.04, 0.62) and (0.09, 0.70): neither dominates
-    assert "running: x_0 2/4 val/mse 0.04, x_1 1/4 val/mse 0.09" in line
-    # Once a trial has its final values, they replace the per-epoch best; the front is of the finished trials.
-    a.status, a.last_result = "TERMINATED", {"epoch": 4, "test/mse": 0.03, "probe/knn/acc": 0.8,
-                                             trainable.DONE: 1.0, "training_iteration": 4}
-    live.observe(a, a.last_result)
-    line = render_line(live.view([a, b], 80.0))
-    assert "1 done, 1 running" in line and "best test/mse 0.03 (" in line and "Pareto front 1" in line

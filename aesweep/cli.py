@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -422,16 +422,13 @@ def submit(
                 working_dir, installed, env or [])
 
 
-# What a job's working directory never needs (results, stores, caches); .gitignore'd files are left out by Ray too.
-_JOB_EXCLUDES = [".git", ".venv", "**/__pycache__", "aesweep-results", "reports", "mlflow.db", "mlruns", "*.pt",
-                 ".pytest_cache", ".ruff_cache"]
-
-
 def _submit_job(spec_file: Path | None, address: str | None, resume_name: str | None, overrides: list[str],
                 stages: list[str], name: str | None, storage: str | None, tracking_uri: str | None, smoke: bool,
                 working_dir: Path | None, installed: bool, env: list[str] | None = None) -> None:
     import shlex
     from urllib.parse import urlparse
+
+    from aesweep.service import jobs
 
     address = address or os.environ.get("RAY_ADDRESS")
     if not address or not address.startswith(("http://", "https://")):
@@ -459,29 +456,16 @@ def _submit_job(spec_file: Path | None, address: str | None, resume_name: str | 
         args += ["--tracking-uri", tracking_uri] if tracking_uri else []
         args += ["--smoke"] if smoke else []
     args += ["--storage", storage] if storage else []
-    runtime_env: dict = {} if installed else {"working_dir": str(root), "excludes": _JOB_EXCLUDES}
     env_vars = {}
     for item in env or []:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             _fail(f"--env {item}: KEY=VALUE expected")
         env_vars[key.strip()] = value
-    if env_vars:
-        runtime_env["env_vars"] = env_vars
-    # A cluster with token authentication (cluster.yaml, cluster-onprem.yaml): the client sends the token of
-    # ~/.ray/auth_token (or RAY_AUTH_TOKEN) when RAY_AUTH_MODE=token.
-    if os.environ.get("RAY_AUTH_TOKEN") or (Path.home() / ".ray" / "auth_token").exists():
-        os.environ.setdefault("RAY_AUTH_MODE", "token")
-    from ray.job_submission import JobSubmissionClient
-
-    entrypoint = shlex.join(args)
     try:
-        client = JobSubmissionClient(address)
-        job = client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env,
-                                metadata={"aesweep.sweep": sweep_name})
-    except Exception as err:  # unreachable, refused token, a working dir over Ray's size limit
-        errors.print(f"submit: {address}: {str(err).strip().splitlines()[-1] if str(err).strip() else err}",
-                     markup=False, highlight=False, soft_wrap=True)
+        job, entrypoint = jobs.submit(address, args, sweep_name, None if installed else root, env_vars)
+    except jobs.SubmitFailed as err:
+        errors.print(f"submit: {err}", markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
     mlflow = tracking_uri or f"http://{urlparse(address).hostname}:5000"
     storage_arg = f" --storage {shlex.quote(storage)}" if storage else ""
@@ -496,6 +480,17 @@ def _submit_job(spec_file: Path | None, address: str | None, resume_name: str | 
         console.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
+def _findings_or_exit(path: Path) -> Any:
+    """A findings file's claims, or its problems printed (one line each) and exit 2."""
+    from aesweep.spec.findings import load_findings
+
+    try:
+        return load_findings(path)
+    except SpecError as err:
+        _print_problems(err)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+
+
 @app.command()
 def report(
     name_or_path: Annotated[str, typer.Argument(help="Sweep name (under --storage, or in MLflow) or its directory.")],
@@ -503,12 +498,19 @@ def report(
     storage: Annotated[str | None, typer.Option(help="Ray Tune storage path (default ./aesweep-results).")] = None,
     tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI (default: the sweep's).")] = None,
     log: Annotated[bool, typer.Option(help="Also log the files on the sweep's parent run (report/).")] = True,
+    findings: Annotated[Path | None, typer.Option(
+        help="The study's claims to evaluate (default: sweeps/NAME.findings.yaml beside the sweep's file, if any).")]
+    = None,
 ) -> None:
-    """Tables (CSV, Markdown), plots, Pareto front and parameter importance of a finished or running sweep,
-    from MLflow; starts no Ray."""
+    """Tables (CSV, Markdown), plots, Pareto front, parameter importance and the study's findings (computed
+    verdicts) of a finished or running sweep, from MLflow; starts no Ray."""
     from aesweep.report import assemble
     from aesweep.report import record as record_mod
+    from aesweep.service import tracking
+    from aesweep.spec.findings import findings_beside
 
+    if findings is not None:  # a bad claims file is refused before anything is read or written
+        claims = _findings_or_exit(findings)
     try:
         uri, parent, spec = record_mod.locate(name_or_path, storage, tracking_uri)
         record = record_mod.load_record(uri, parent, spec)
@@ -516,9 +518,16 @@ def report(
         _fail(str(err))
     except SpecError as err:
         _fail(f"{name_or_path}: the sweep's stored spec does not validate: {err.problems[0]}")
+    if findings is None:
+        spec_file = tracking.get_run(uri, parent).data.tags.get("aesweep.spec_file", "")
+        beside = findings_beside(Path("sweeps") / spec_file) if spec_file else None
+        if beside is not None and beside.is_file():
+            findings, claims = beside, _findings_or_exit(beside)
     target = out or Path("reports") / record.name
     command = "python -m aesweep report " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["report"] else None
-    made = assemble.make_report(record, target, log=log, command=command)
+    made = assemble.make_report(record, target, log=log, command=command,
+                                findings=claims if findings is not None else None,
+                                findings_source=str(findings or ""))
     counts = record.frame["status"].value_counts().to_dict()
     console.print(f"{record.name}: {len(record.frame)} trial(s) ("
                   + ", ".join(f"{n} {s}" for s, n in counts.items()) + f"); {len(made.files)} file(s) in {target}"

@@ -32,10 +32,14 @@ from typing import Any
 import pandas as pd
 
 from aesweep.report.curves import plot_loss_curves
+from aesweep.report.findings import counts as finding_counts
+from aesweep.report.findings import evaluate as evaluate_findings
+from aesweep.report.findings import write_findings
 from aesweep.report.plots import plot_label_efficiency, plot_metric_grid, plot_optuna, plot_pareto
 from aesweep.report.record import LATENT, SweepRecord
 from aesweep.report.tables import Table, all_tables, format_value, table_markdown
 from aesweep.service import tracking
+from aesweep.spec.findings import Findings
 
 # --------------------------------------------------------------------------------------------------------------
 # The report
@@ -85,9 +89,11 @@ def best_trial_figures(record: SweepRecord, best: dict[str, dict[str, Any]], out
     return out
 
 
-def make_report(record: SweepRecord, out_dir: str | Path, log: bool = True, command: str | None = None) -> Report:
-    """Write every table, plot and the summary of ``record`` to ``out_dir`` (created); log them on the parent
-    run under ``report/`` when ``log``."""
+def make_report(record: SweepRecord, out_dir: str | Path, log: bool = True, command: str | None = None,
+                findings: Findings | None = None, findings_source: str = "") -> Report:
+    """Write every table, plot and the summary of ``record`` to ``out_dir`` (created), and the verdict of every
+    claim of ``findings`` (read from ``findings_source``) on the finished trials; log them on the parent run under
+    ``report/`` when ``log``."""
     out = Path(out_dir)
     plots = out / "plots"
     plots.mkdir(parents=True, exist_ok=True)
@@ -144,7 +150,19 @@ def make_report(record: SweepRecord, out_dir: str | Path, log: bool = True, comm
     figures += best_trial_figures(record, best, plots / "trials")
     files += [p for _, p in figures]
 
-    (out / "summary.md").write_text(_summary_md(record, tables, figures, best, pareto, importance, out, command))
+    outcomes = evaluate_findings(findings, record.finished) if findings is not None else None
+    if outcomes is not None:
+        files += write_findings(outcomes, out, findings_source)
+
+    summary = _summary_md(record, tables, figures, best, pareto, importance, out, command)
+    if outcomes is not None:
+        tally = ", ".join(f"{n} {v}" for v, n in finding_counts(outcomes).items() if n)
+        sanity = ", ".join(f"{n} {v}" for v, n in finding_counts(outcomes, "sanity").items() if n)
+        summary = summary.rstrip("\n") + (f"\n\n## Findings\n\nThe study's claims ({findings_source}), computed "
+                                          f"on this sweep's trials: {tally or 'none'}"
+                                          + (f"; sanity checks: {sanity}" if sanity else "")
+                                          + ". Every verdict with its statistic: [findings.md](findings.md).\n")
+    (out / "summary.md").write_text(summary)
     files.insert(0, out / "summary.md")
     if log:
         for path in files:

@@ -272,3 +272,82 @@ def test_report_of_an_unknown_path_is_one_line_and_exit_2(tmp_path):
     done = cli("report", str(tmp_path / "nothing"), "--tracking-uri", f"sqlite:///{tmp_path}/m.db")
     assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1
     assert str(Path(tmp_path / "nothing").name) in done.stderr
+
+
+# The grid sweep's trials decide these claims one way by construction: rmse = sqrt(mse) exceeds mse below 1, a
+# test/mse of about 0.05 is nowhere near 5, and two sides that select the same trials differ by zero, inside noise.
+CLAIMS = """\
+claims:
+  - id: rmse-above-mse
+    finding: RMSE exceeds MSE below 1
+    study: "by definition"
+    relation: greater
+    where: {objective.variant: ae}
+    a: {metric: test/rmse}
+    b: {metric: test/mse}
+  - id: rmse-below-mse
+    finding: RMSE is below MSE (false below 1)
+    relation: less
+    where: {objective.variant: ae}
+    a: {metric: test/rmse}
+    b: {metric: test/mse}
+  - id: mse-near-five
+    finding: test MSE of 5
+    relation: within
+    metric: test/mse
+    value: 5.0
+    tolerance: 0.001
+  - id: same-trials
+    finding: a side against itself
+    relation: less
+    metric: test/mse
+    a: {where: {objective.variant: ae}}
+    b: {where: {objective.variant: ae, model.latent_dim: [2, 4]}}
+  - id: ae-over-pca
+    finding: the AE reconstructs better than PCA
+    kind: sanity
+    relation: less
+    metric: test/mse
+    a: {where: {objective.variant: ae}}
+    b: {where: {objective.variant: pca}}
+  - id: cifar-levels
+    finding: CIFAR-10 probe accuracy of the study
+    testable: false
+    reason: CIFAR-10 cannot be downloaded on this machine
+"""
+
+
+def test_report_computes_each_claims_verdict_from_the_trials(grid_sweep, tmp_path):
+    store, outcome = grid_sweep
+    claims = tmp_path / "rgrid.findings.yaml"
+    claims.write_text(CLAIMS)
+    out = tmp_path / "report"
+    done = cli("report", outcome.state.experiment_path, "--out", str(out), "--findings", str(claims), "--no-log")
+    assert done.returncode == 0, done.stderr
+    table = pd.read_csv(out / "findings.csv").set_index("id")
+    assert table["verdict"].to_dict() == {
+        "rmse-above-mse": "reproduced", "rmse-below-mse": "contradicted", "mse-near-five": "contradicted",
+        "same-trials": "inconclusive", "ae-over-pca": "not tested", "cifar-levels": "not testable here"}
+    # The interval is over the sweep's own trials: 4 AE trials a side (2 latent sizes x 2 seeds, so unpaired).
+    frame = mlflow_frame(store, outcome.state.parent_run_id)
+    ae = frame[frame["variant"] == "ae"]
+    assert table.loc["rmse-above-mse", "estimate"] == pytest.approx(ae["test/rmse"].mean() - ae["test/mse"].mean())
+    assert table.loc["rmse-above-mse", "statistic"].startswith("Welch t, 4 vs 4")
+    assert table.loc["same-trials", "estimate"] == 0.0
+    assert table.loc["same-trials", "ci95_low"] < 0 < table.loc["same-trials", "ci95_high"]
+    md = (out / "findings.md").read_text()
+    assert "Sanity checks" in md and "CIFAR-10 cannot be downloaded" in md
+    summary = (out / "summary.md").read_text()
+    assert "## Findings" in summary and "1 reproduced, 2 contradicted, 1 inconclusive, 1 not testable here" in summary
+
+
+def test_a_bad_findings_file_is_one_line_and_exit_2_before_anything_is_written(grid_sweep, tmp_path):
+    _, outcome = grid_sweep
+    claims = tmp_path / "bad.findings.yaml"
+    claims.write_text("claims:\n  - id: x\n    finding: f\n    relation: less\n    metric: test/mse\n")
+    out = tmp_path / "report"
+    done = cli("report", outcome.state.experiment_path, "--out", str(out), "--findings", str(claims), "--no-log")
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"{claims}:2: claims.0: relation less compares side a with side b: give b"]
+    assert not out.exists()

@@ -274,22 +274,23 @@ def test_report_of_an_unknown_path_is_one_line_and_exit_2(tmp_path):
     assert str(Path(tmp_path / "nothing").name) in done.stderr
 
 
-# The grid sweep's trials decide these claims one way by construction: rmse = sqrt(mse) exceeds mse below 1, a
+# The grid sweep's trials decide these claims one way by construction: a PSNR in dB (10-20 here) exceeds an MSE
+# of images in [0, 1], a
 # test/mse of about 0.05 is nowhere near 5, and two sides that select the same trials differ by zero, inside noise.
 CLAIMS = """\
 claims:
-  - id: rmse-above-mse
-    finding: RMSE exceeds MSE below 1
-    study: "by definition"
+  - id: psnr-above-mse
+    finding: the PSNR's number exceeds the MSE's
+    study: "by construction"
     relation: greater
     where: {objective.variant: ae}
-    a: {metric: test/rmse}
+    a: {metric: test/psnr}
     b: {metric: test/mse}
-  - id: rmse-below-mse
-    finding: RMSE is below MSE (false below 1)
+  - id: psnr-below-mse
+    finding: the PSNR's number is below the MSE's (false)
     relation: less
     where: {objective.variant: ae}
-    a: {metric: test/rmse}
+    a: {metric: test/psnr}
     b: {metric: test/mse}
   - id: mse-near-five
     finding: test MSE of 5
@@ -326,13 +327,13 @@ def test_report_computes_each_claims_verdict_from_the_trials(grid_sweep, tmp_pat
     assert done.returncode == 0, done.stderr
     table = pd.read_csv(out / "findings.csv").set_index("id")
     assert table["verdict"].to_dict() == {
-        "rmse-above-mse": "reproduced", "rmse-below-mse": "contradicted", "mse-near-five": "contradicted",
+        "psnr-above-mse": "reproduced", "psnr-below-mse": "contradicted", "mse-near-five": "contradicted",
         "same-trials": "inconclusive", "ae-over-pca": "not tested", "cifar-levels": "not testable here"}
     # The interval is over the sweep's own trials: 4 AE trials a side (2 latent sizes x 2 seeds, so unpaired).
     frame = mlflow_frame(store, outcome.state.parent_run_id)
     ae = frame[frame["variant"] == "ae"]
-    assert table.loc["rmse-above-mse", "estimate"] == pytest.approx(ae["test/rmse"].mean() - ae["test/mse"].mean())
-    assert table.loc["rmse-above-mse", "statistic"].startswith("Welch t, 4 vs 4")
+    assert table.loc["psnr-above-mse", "estimate"] == pytest.approx(ae["test/psnr"].mean() - ae["test/mse"].mean())
+    assert table.loc["psnr-above-mse", "statistic"].startswith("Welch t, 4 vs 4")
     assert table.loc["same-trials", "estimate"] == 0.0
     assert table.loc["same-trials", "ci95_low"] < 0 < table.loc["same-trials", "ci95_high"]
     md = (out / "findings.md").read_text()

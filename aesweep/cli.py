@@ -533,8 +533,8 @@ def report(
                   + ", ".join(f"{n} {s}" for s, n in counts.items()) + f"); {len(made.files)} file(s) in {target}"
                   + (" and on the parent run under report/" if log else ""), highlight=False, soft_wrap=True)
     for metric, row in made.best.items():
-        console.print(f"best {metric}: {row[metric]:.5g} (trial {row['trial_id']}, "
-                      f"{assemble._config_text(row, record)})", highlight=False, soft_wrap=True)
+        console.print(f"best {metric}: {row[metric]:.5g} (trial {row['trial_id']}, chosen on {row['chosen_on']}, "
+                      f"{assemble.config_text(row, record)})", highlight=False, soft_wrap=True)
     console.print(f"read first: {target / 'summary.md'}", highlight=False, soft_wrap=True)
 
 

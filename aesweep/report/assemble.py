@@ -53,15 +53,30 @@ class Report:
     best: dict[str, dict[str, Any]]
 
 
+def selection_metric(metric: str, columns: Any) -> str:
+    """What the best configuration for ``metric`` is chosen on: its validation counterpart (``test/X`` ->
+    ``val/X``, ``probe/P/acc`` -> ``val/probe/P/acc``) where the sweep logged it, so that test is measured once and
+    never chosen on; the metric itself otherwise (the summary then says the choice was made on it)."""
+    if metric.startswith("test/"):
+        candidate = "val/" + metric.removeprefix("test/")
+    elif metric.startswith(("probe/", "cluster/")):
+        candidate = "val/" + metric
+    else:
+        return metric
+    return candidate if candidate in columns else metric
+
+
 def best_rows(record: SweepRecord) -> dict[str, dict[str, Any]]:
-    """For each search metric, the finished trial with the best value."""
+    """For each search metric, the finished trial best on its ``selection_metric`` (the row; its key
+    ``chosen_on`` names what it was chosen on)."""
     done = record.finished
     out = {}
     for metric, mode in record.spec.search.metrics.items():
-        if metric not in done or done[metric].notna().sum() == 0:
+        chosen_on = selection_metric(metric, done.columns)
+        if metric not in done or chosen_on not in done or done[chosen_on].notna().sum() == 0:
             continue
-        idx = done[metric].idxmin() if mode == "min" else done[metric].idxmax()
-        out[metric] = done.loc[idx].to_dict()
+        idx = done[chosen_on].idxmin() if mode == "min" else done[chosen_on].idxmax()
+        out[metric] = {**done.loc[idx].to_dict(), "chosen_on": chosen_on}
     return out
 
 
@@ -84,7 +99,7 @@ def best_trial_figures(record: SweepRecord, best: dict[str, dict[str, Any]], out
             for name in sorted(Path(n).name for n in names):
                 path = target / name
                 shutil.move(local / name, path)
-                out.append((f"trial {row['trial_id']} ({_config_text(row, record)}): "
+                out.append((f"trial {row['trial_id']} ({config_text(row, record)}): "
                             f"{path.stem.replace('_', ' ')}", path))
     return out
 
@@ -172,7 +187,7 @@ def make_report(record: SweepRecord, out_dir: str | Path, log: bool = True, comm
     return Report(out, files, record, best)
 
 
-def _config_text(row: dict[str, Any], record: SweepRecord) -> str:
+def config_text(row: dict[str, Any], record: SweepRecord) -> str:
     keys = record.varied or ["objective.variant", LATENT]
     return ", ".join(f"{k}={row.get(k)}" for k in keys if k in row)
 
@@ -202,15 +217,18 @@ def _summary_md(record: SweepRecord, tables: list[Table], figures: list[tuple[st
         "",
     ]
     if best:
-        lines += ["| objective | value | trial | configuration | run |", "|---|---:|---|---|---|"]
+        lines += ["Each is chosen on its validation counterpart and reported on test (chosen on the metric itself "
+                  "only where the sweep has no validation counterpart: marked).", "",
+                  "| objective | value | chosen on | trial | configuration | run |", "|---|---:|---|---|---|---|"]
         for metric, row in best.items():
+            chosen = row["chosen_on"] if row["chosen_on"] != metric else f"{metric} (no validation counterpart)"
             lines.append(f"| {metric} ({spec.search.metrics[metric]}) | {format_value(float(row[metric]))} | "
-                         f"{row['trial_id']} | {_config_text(row, record)} | `{row['run_id']}` |")
+                         f"{chosen} | {row['trial_id']} | {config_text(row, record)} | `{row['run_id']}` |")
     else:
         lines.append("No finished trial reports the search metrics yet.")
     if pareto is not None and len(pareto[1]) > 1:
         lines += ["", f"Pareto front ({len(pareto[1])} trials, `pareto_front.csv`): "
-                  + "; ".join(_config_text(r, record) for r in pareto[1].to_dict("records")[:8])]
+                  + "; ".join(config_text(r, record) for r in pareto[1].to_dict("records")[:8])]
     if importance is not None:
         lines += ["", "Parameter importance (fANOVA, " + str(importance['metric'].iloc[0]) + "): "
                   + ", ".join(f"{p} {v:.2f}" for p, v in zip(importance['param'], importance['importance'], strict=True))]
@@ -218,7 +236,7 @@ def _summary_md(record: SweepRecord, tables: list[Table], figures: list[tuple[st
     if len(failed):
         lines += ["", "## Failed trials", "", "| trial | configuration | reason |", "|---|---|---|"]
         for row in failed.to_dict("records"):
-            lines.append(f"| {row['trial_id']} | {_config_text(row, record)} | {str(row['reason'])[:200]} |")
+            lines.append(f"| {row['trial_id']} | {config_text(row, record)} | {str(row['reason'])[:200]} |")
     lines += ["", "## Tables", "", "All in [tables.md](tables.md); as CSV: "
               + ", ".join(f"[{t.name}.csv]({t.name}.csv)" for t in tables) + "; every trial: [trials.csv](trials.csv)."]
     head = [t for t in tables if t.name in ("recon_mse", "probes")] or tables[:1]

@@ -206,10 +206,15 @@ def table_markdown(table: Table, replicate: str | None) -> str:
         key = key if isinstance(key, tuple) else (key,)
         lines.append("| " + " | ".join(str(k) for k in key) + " | " + " | ".join(row.tolist()) + " |")
     note = ""
+    counts = sorted({int(n) for n in table.stats["n"].dropna()}) if "n" in table.stats else []
+    n_text = "" if not counts else (f"n = {counts[0]} per cell" if len(counts) == 1
+                                    else f"n = {counts[0]}..{counts[-1]} per cell, each cell's n in stats.csv")
     if replicate == "dataset.fold":
-        note = "\nCells: mean ± standard deviation over the cross-validation folds."
+        note = f"\nCells: mean ± standard deviation over the cross-validation folds ({n_text})."
     elif replicate:
-        note = "\nCells: mean ± 95% confidence interval (Student t) over the training seeds."
+        note = f"\nCells: mean ± 95% confidence interval (Student t) over the training seeds ({n_text})."
+    elif counts:
+        note = "\nCells: one trial each (n = 1): no interval; differences here are single readings."
     return f"### {table.title}\n\n" + "\n".join(lines) + "\n" + note + "\n"
 
 

@@ -94,7 +94,7 @@ def test_tables_hold_the_mlflow_values_with_seed_confidence_intervals(grid_repor
     # Markdown: mean +- CI, the best (lowest MSE) per latent column in bold, and nowhere else in that table.
     md = (out / "tables.md").read_text()
     section = md.split("### Test MSE")[1].split("###")[0]
-    assert "95% confidence interval" in section
+    assert "95% confidence interval (Student t) over the training seeds (n = 2 per cell)" in section
     for latent in ("2", "4"):
         best = mse.loc[mse[latent].idxmin(), "variant"]
         line = next(x for x in section.splitlines() if x.startswith(f"| {best} |"))
@@ -243,7 +243,8 @@ def test_folds_aggregate_as_mean_and_std_and_conditional_knobs_show_a_dash():
             assert psnr.means.at[(variant,), latent] == pytest.approx(values.mean())
             assert f"± {values.std(ddof=1):.2g}" in psnr.cells.at[(variant,), latent]
     md = tables.table_markdown(psnr, record.replicate)
-    assert "standard deviation over the cross-validation folds" in md
+    folds = frame["dataset.fold"].nunique()
+    assert f"standard deviation over the cross-validation folds (n = {folds} per cell)" in md
     # PSNR: higher is better; MSE: lower is better, each column bolds its own best.
     for latent in (8, 16):
         best = psnr.means[latent].idxmax()

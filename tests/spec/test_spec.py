@@ -424,3 +424,28 @@ def test_validating_builtin_names_imports_neither_torch_nor_sklearn():
     out = subprocess.run([sys.executable, "-c", code, *map(str, SWEEPS)], capture_output=True, text=True,
                          check=True, cwd=Path(__file__).resolve().parents[2]).stdout
     assert out.strip() == "[]"
+
+
+FINDINGS = sorted((Path(__file__).resolve().parents[2] / "sweeps").glob("*.findings.yaml"))
+
+
+@pytest.mark.parametrize("path", FINDINGS, ids=lambda p: p.name)
+def test_every_shipped_findings_file_names_fields_its_sweep_has(path):
+    from aesweep.spec.findings import load_findings
+
+    sweep = path.with_name(path.name.replace(".findings.yaml", ".yaml"))
+    assert sweep.is_file(), f"{path.name} sits beside no sweep file"
+    trial = parse_spec(sweep.read_text(), str(sweep)).resolve().model_dump()
+
+    def has(dotted: str) -> bool:
+        node = trial
+        for part in dotted.split("."):
+            if not isinstance(node, dict) or part not in node:
+                return False
+            node = node[part]
+        return True
+
+    for claim in load_findings(path).claims:
+        params = [*claim.where, *claim.a.where, *(claim.b.where if claim.b else {})]
+        params += [p for p in (claim.per, claim.along) if p]
+        assert all(has(p) for p in params), (claim.id, [p for p in params if not has(p)])

@@ -499,7 +499,7 @@ def report(
     tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI (default: the sweep's).")] = None,
     log: Annotated[bool, typer.Option(help="Also log the files on the sweep's parent run (report/).")] = True,
     findings: Annotated[Path | None, typer.Option(
-        help="The study's claims to evaluate (default: sweeps/NAME.findings.yaml beside the sweep's file, if any).")]
+        help="The study's claims to evaluate (default: sweeps/findings/NAME.yaml for the sweep file NAME.yaml, if any).")]
     = None,
 ) -> None:
     """Tables (CSV, Markdown), plots, Pareto front, parameter importance and the study's findings (computed

@@ -1,6 +1,6 @@
 """A study's findings as data: the claims ``aesweep report`` checks on a sweep's trials.
 
-A findings file (``sweeps/<study>.findings.yaml``, beside the sweep file it belongs to) lists claims::
+A findings file (``sweeps/findings/<study>.yaml`` for the sweep file ``sweeps/<study>.yaml``) lists claims::
 
     claims:
       - id: mlp-over-logreg
@@ -148,6 +148,7 @@ def load_findings(path: str | Path) -> Findings:
 
 
 def findings_beside(spec_file: str | Path) -> Path:
-    """Where the findings of sweep file ``sweeps/NAME.yaml`` live: ``sweeps/NAME.findings.yaml``."""
+    """Where the findings of sweep file ``sweeps/NAME.yaml`` live: ``sweeps/findings/NAME.yaml`` (a folder of its
+    own, so that ``aesweep validate sweeps/*.yaml`` reads sweep files only)."""
     path = Path(spec_file)
-    return path.with_name(f"{path.stem}.findings.yaml")
+    return path.parent / "findings" / path.name

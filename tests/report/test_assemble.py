@@ -324,7 +324,7 @@ claims:
 
 def test_report_computes_each_claims_verdict_from_the_trials(grid_sweep, tmp_path):
     store, outcome = grid_sweep
-    claims = tmp_path / "rgrid.findings.yaml"
+    claims = tmp_path / "rgrid-findings.yaml"
     claims.write_text(CLAIMS)
     out = tmp_path / "report"
     done = cli("report", outcome.state.experiment_path, "--out", str(out), "--findings", str(claims), "--no-log")
@@ -348,7 +348,7 @@ def test_report_computes_each_claims_verdict_from_the_trials(grid_sweep, tmp_pat
 
 def test_a_bad_findings_file_is_one_line_and_exit_2_before_anything_is_written(grid_sweep, tmp_path):
     _, outcome = grid_sweep
-    claims = tmp_path / "bad.findings.yaml"
+    claims = tmp_path / "bad-findings.yaml"
     claims.write_text("claims:\n  - id: x\n    finding: f\n    relation: less\n    metric: test/mse\n")
     out = tmp_path / "report"
     done = cli("report", outcome.state.experiment_path, "--out", str(out), "--findings", str(claims), "--no-log")

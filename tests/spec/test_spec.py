@@ -426,15 +426,16 @@ def test_validating_builtin_names_imports_neither_torch_nor_sklearn():
     assert out.strip() == "[]"
 
 
-FINDINGS = sorted((Path(__file__).resolve().parents[2] / "sweeps").glob("*.findings.yaml"))
+FINDINGS = sorted((Path(__file__).resolve().parents[2] / "sweeps" / "findings").glob("*.yaml"))
 
 
 @pytest.mark.parametrize("path", FINDINGS, ids=lambda p: p.name)
 def test_every_shipped_findings_file_names_fields_its_sweep_has(path):
-    from aesweep.spec.findings import load_findings
+    from aesweep.spec.findings import findings_beside, load_findings
 
-    sweep = path.with_name(path.name.replace(".findings.yaml", ".yaml"))
-    assert sweep.is_file(), f"{path.name} sits beside no sweep file"
+    sweep = path.parent.parent / path.name
+    assert sweep.is_file(), f"findings/{path.name} belongs to no sweep file"
+    assert findings_beside(sweep) == path  # where `aesweep report` looks for it
     trial = parse_spec(sweep.read_text(), str(sweep)).resolve().model_dump()
 
     def has(dotted: str) -> bool:

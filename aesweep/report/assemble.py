@@ -55,15 +55,17 @@ class Report:
 
 def selection_metric(metric: str, columns: Any) -> str:
     """What the best configuration for ``metric`` is chosen on: its validation counterpart (``test/X`` ->
-    ``val/X``, ``probe/P/acc`` -> ``val/probe/P/acc``) where the sweep logged it, so that test is measured once and
+    ``val/X``, ``probe/P/acc`` -> ``probe/P/val_acc`` or ``val/probe/P/acc``) where the sweep logged it, so that test is measured once and
     never chosen on; the metric itself otherwise (the summary then says the choice was made on it)."""
     if metric.startswith("test/"):
-        candidate = "val/" + metric.removeprefix("test/")
+        candidates = ["val/" + metric.removeprefix("test/")]
     elif metric.startswith(("probe/", "cluster/")):
-        candidate = "val/" + metric
+        # A probe fitted on train and scored on the validation split (the fast protocol's probe/P/val_acc), else the
+        # online probe's last validation score.
+        candidates = ([metric.removesuffix("/acc") + "/val_acc"] if metric.endswith("/acc") else []) + ["val/" + metric]
     else:
         return metric
-    return candidate if candidate in columns else metric
+    return next((c for c in candidates if c in columns), metric)
 
 
 def best_rows(record: SweepRecord) -> dict[str, dict[str, Any]]:

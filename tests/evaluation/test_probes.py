@@ -251,6 +251,8 @@ def test_paper_protocol_reports_cross_validation():
         assert 0.5 < out[f"probe/{name}/cv_mean"] <= 1 and 0 <= out[f"probe/{name}/cv_std"] < 0.3
         assert 0.5 < out[f"probe/{name}/acc"] <= 1
         assert f"probe/{name}/acc_at_10" in out and f"probe/{name}/f1" in out
+        # The study's choice of preprocessing is the best on test; the CV's choice can only score as well or less.
+        assert 0 < out[f"probe/{name}/acc_cv_selected"] <= out[f"probe/{name}/acc"]
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -76,6 +76,10 @@ class Registry(Generic[T]):
     def names(self) -> list[str]:
         return sorted(self._items)
 
+    def in_registration_order(self) -> list[str]:
+        """The names in the order they were registered (for figures: the order the spec lists them)."""
+        return list(self._items)
+
     def doc(self, name: str) -> str:
         return self._docs.get(name, "")
 

@@ -591,7 +591,7 @@ def make_figures(model: nn.Module, dataset: Dataset, names: Iterable[str], out_d
     """
     names = list(names)
     if unknown := [n for n in names if n not in FIGURES]:
-        raise ValueError(f"unknown figure(s) {unknown}; known: {', '.join(FIGURES.names())}")
+        raise ValueError(f"unknown figure(s) {unknown}; known: {', '.join(FIGURES.in_registration_order())}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ctx = _Context(model, dataset, title, prior, seed, tsne_points, max_points, list(history or []))

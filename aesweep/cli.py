@@ -501,6 +501,9 @@ def report(
     findings: Annotated[Path | None, typer.Option(
         help="The study's claims to evaluate (default: sweeps/findings/NAME.yaml for the sweep file NAME.yaml, if any).")]
     = None,
+    with_sweep: Annotated[list[str] | None, typer.Option(
+        help="Another sweep whose trials the findings also read (a study's arm run as its own stage); repeatable.")]
+    = None,
 ) -> None:
     """Tables (CSV, Markdown), plots, Pareto front, parameter importance and the study's findings (computed
     verdicts) of a finished or running sweep, from MLflow; starts no Ray."""
@@ -511,13 +514,17 @@ def report(
 
     if findings is not None:  # a bad claims file is refused before anything is read or written
         claims = _findings_or_exit(findings)
-    try:
-        uri, parent, spec = record_mod.locate(name_or_path, storage, tracking_uri)
-        record = record_mod.load_record(uri, parent, spec)
-    except FileNotFoundError as err:
-        _fail(str(err))
-    except SpecError as err:
-        _fail(f"{name_or_path}: the sweep's stored spec does not validate: {err.problems[0]}")
+    records = []
+    for name in [name_or_path, *(with_sweep or [])]:
+        try:
+            uri, parent, spec = record_mod.locate(name, storage, tracking_uri)
+            records.append(record_mod.load_record(uri, parent, spec))
+        except FileNotFoundError as err:
+            _fail(str(err))
+        except SpecError as err:
+            _fail(f"{name}: the sweep's stored spec does not validate: {err.problems[0]}")
+    record, also = records[0], records[1:]
+    uri, parent = record.uri, record.parent_run_id
     if findings is None:
         spec_file = tracking.get_run(uri, parent).data.tags.get("aesweep.spec_file", "")
         beside = findings_beside(Path("sweeps") / spec_file) if spec_file else None
@@ -527,7 +534,7 @@ def report(
     command = "python -m aesweep report " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["report"] else None
     made = assemble.make_report(record, target, log=log, command=command,
                                 findings=claims if findings is not None else None,
-                                findings_source=str(findings or ""))
+                                findings_source=str(findings or ""), also=also)
     counts = record.frame["status"].value_counts().to_dict()
     console.print(f"{record.name}: {len(record.frame)} trial(s) ("
                   + ", ".join(f"{n} {s}" for s, n in counts.items()) + f"); {len(made.files)} file(s) in {target}"

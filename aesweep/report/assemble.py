@@ -107,10 +107,11 @@ def best_trial_figures(record: SweepRecord, best: dict[str, dict[str, Any]], out
 
 
 def make_report(record: SweepRecord, out_dir: str | Path, log: bool = True, command: str | None = None,
-                findings: Findings | None = None, findings_source: str = "") -> Report:
+                findings: Findings | None = None, findings_source: str = "",
+                also: list[SweepRecord] | None = None) -> Report:
     """Write every table, plot and the summary of ``record`` to ``out_dir`` (created), and the verdict of every
-    claim of ``findings`` (read from ``findings_source``) on the finished trials; log them on the parent run under
-    ``report/`` when ``log``."""
+    claim of ``findings`` (read from ``findings_source``) on the finished trials of ``record`` and of the sweeps
+    ``also`` (a study's arms run as separate stages); log them on the parent run under ``report/`` when ``log``."""
     out = Path(out_dir)
     plots = out / "plots"
     plots.mkdir(parents=True, exist_ok=True)
@@ -167,7 +168,8 @@ def make_report(record: SweepRecord, out_dir: str | Path, log: bool = True, comm
     figures += best_trial_figures(record, best, plots / "trials")
     files += [p for _, p in figures]
 
-    outcomes = evaluate_findings(findings, record.finished) if findings is not None else None
+    claim_trials = pd.concat([record.finished, *(other.finished for other in also or [])], ignore_index=True)
+    outcomes = evaluate_findings(findings, claim_trials) if findings is not None else None
     if outcomes is not None:
         files += write_findings(outcomes, out, findings_source)
 
@@ -175,8 +177,9 @@ def make_report(record: SweepRecord, out_dir: str | Path, log: bool = True, comm
     if outcomes is not None:
         tally = ", ".join(f"{n} {v}" for v, n in finding_counts(outcomes).items() if n)
         sanity = ", ".join(f"{n} {v}" for v, n in finding_counts(outcomes, "sanity").items() if n)
+        with_others = f" and those of {', '.join(o.name for o in also)}" if also else ""
         summary = summary.rstrip("\n") + (f"\n\n## Findings\n\nThe study's claims ({findings_source}), computed "
-                                          f"on this sweep's trials: {tally or 'none'}"
+                                          f"on this sweep's trials{with_others}: {tally or 'none'}"
                                           + (f"; sanity checks: {sanity}" if sanity else "")
                                           + ". Every verdict with its statistic: [findings.md](findings.md).\n")
     (out / "summary.md").write_text(summary)

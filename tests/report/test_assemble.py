@@ -356,3 +356,25 @@ def test_a_bad_findings_file_is_one_line_and_exit_2_before_anything_is_written(g
     assert done.stderr.strip().splitlines() == [
         f"{claims}:2: claims.0: relation less compares side a with side b: give b"]
     assert not out.exists()
+
+
+def test_findings_read_the_trials_of_the_sweeps_named_with_it(grid_sweep, tmp_path):
+    # A study's baselines run as their own stage (their own sweep): --with-sweep brings their trials to the claims.
+    store, outcome = grid_sweep
+    path = write_spec(tmp_path, "rgrid-pca", model={"latent_dim": {"grid": [2, 4]}}, objective={"variant": "pca"},
+                      eval={"probes": ["knn"], "clustering": ["kmeans"]},
+                      search={"algorithm": "grid", "metrics": {"test/mse": "min"}, "seeds": 2})
+    baselines = driver.run_sweep(load(path), storage=store.storage, tracking_uri=store.uri)
+    assert baselines.counts["finished"] == 4, baselines.trials
+    claims = tmp_path / "claims.yaml"
+    claims.write_text(CLAIMS)
+    out = tmp_path / "report"
+    done = cli("report", outcome.state.experiment_path, "--out", str(out), "--findings", str(claims), "--no-log",
+               "--with-sweep", baselines.state.experiment_path)
+    assert done.returncode == 0, done.stderr
+    row = pd.read_csv(out / "findings.csv").set_index("id").loc["ae-over-pca"]
+    assert row["verdict"] in ("reproduced", "contradicted", "inconclusive")  # decided on 4 AE vs 4 PCA trials
+    assert row["statistic"] == "Welch t, 4 vs 4 trials"
+    assert "and those of rgrid-pca" in (out / "summary.md").read_text()
+    # The sweep's own tables stay its own: no PCA row.
+    assert "pca" not in pd.read_csv(out / "trials.csv")["objective.variant"].tolist()

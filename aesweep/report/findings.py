@@ -70,7 +70,7 @@ def _side(frame: pd.DataFrame, claim: Claim, side: Side) -> pd.DataFrame:
         return pd.DataFrame(columns=["value"])
     rows = frame[_matches(frame, claim.filters(side))]
     rows = rows[pd.to_numeric(rows[metric], errors="coerce").notna()]
-    return rows.assign(value=pd.to_numeric(rows[metric]))
+    return rows.copy().assign(value=pd.to_numeric(rows[metric]))  # copy: one block, not a fragmented frame
 
 
 def _t_interval(estimate: float, standard_error: float, dof: float) -> tuple[float, float]:
@@ -226,6 +226,7 @@ def evaluate_claim(claim: Claim, frame: pd.DataFrame) -> list[Outcome]:
     if not claim.testable:
         return [Outcome(claim, "", NOT_TESTABLE, "", claim.reason)]
     groups: list[tuple[str, pd.DataFrame]]
+    frame = frame[_matches(frame, claim.where)]  # the claim's own trials, before they are grouped
     if claim.per is None:
         groups = [("", frame)]
     elif claim.per not in frame:

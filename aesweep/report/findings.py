@@ -304,3 +304,46 @@ def write_findings(outcomes: list[Outcome], out_dir: Path, source: str) -> list[
     md.write_text(findings_markdown(outcomes, source))
     frame_of(outcomes).to_csv(csv, index=False)
     return [md, csv]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m aesweep.report.findings CLAIMS TRIALS.csv [TRIALS.csv ...] --out DIR``: the claims evaluated on
+    the ``trials.csv`` of reports made earlier (one per arm of a study), without MLflow; exit 2 on a bad file."""
+    import argparse
+    import sys
+
+    from aesweep.spec.findings import load_findings
+    from aesweep.spec.problems import SpecError
+
+    parser = argparse.ArgumentParser(prog="python -m aesweep.report.findings", description=main.__doc__)
+    parser.add_argument("claims", type=Path)
+    parser.add_argument("trials", type=Path, nargs="+", help="trials.csv of a report (aesweep report --out DIR)")
+    parser.add_argument("--out", type=Path, required=True, help="folder for findings.md and findings.csv")
+    args = parser.parse_args(argv)
+    try:
+        findings = load_findings(args.claims)
+    except SpecError as err:
+        print("\n".join(str(p) for p in err.problems), file=sys.stderr)
+        return 2
+    frames = []
+    for path in args.trials:
+        try:
+            frames.append(pd.read_csv(path))
+        except (OSError, pd.errors.ParserError) as err:
+            print(f"{path}: {err}", file=sys.stderr)
+            return 2
+    trials = pd.concat(frames, ignore_index=True)
+    if "status" in trials:
+        trials = trials[trials["status"] == "finished"]
+    outcomes = evaluate(findings, trials)
+    args.out.mkdir(parents=True, exist_ok=True)
+    source = f"{args.claims} on {', '.join(str(p) for p in args.trials)}"
+    for path in write_findings(outcomes, args.out, source):
+        print(path)
+    tally = ", ".join(f"{n} {v}" for v, n in counts(outcomes).items() if n)
+    print(f"findings: {tally or 'none'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -158,3 +158,23 @@ def test_a_bad_findings_file_names_file_line_and_field(tmp_path, body, expected)
     with pytest.raises(SpecError) as err:
         load_findings(path)
     assert [str(p).replace(f"{tmp_path}/", "") for p in err.value.problems] == [expected]
+
+
+def test_claims_can_be_evaluated_on_the_trials_csv_of_earlier_reports(tmp_path, capsys):
+    # Two arms reported apart (their trials.csv), read together as the study's claims need.
+    trials({("ae", 8): [0.10, 0.11, 0.12]}).assign(status="finished").to_csv(tmp_path / "ae.csv", index=False)
+    pca = trials({("pca", 8): [0.20, 0.21, 0.22]}).assign(status="finished")
+    pd.concat([pca, pca.head(1).assign(status="failed", **{"test/mse": 0.0})]).to_csv(tmp_path / "pca.csv",
+                                                                                       index=False)
+    claims = tmp_path / "claims.yaml"
+    claims.write_text("claims:\n  - id: ae-over-pca\n    finding: f\n    relation: less\n    metric: test/mse\n"
+                      "    a: {where: {objective.variant: ae}}\n    b: {where: {objective.variant: pca}}\n")
+    assert fnd.main([str(claims), str(tmp_path / "ae.csv"), str(tmp_path / "pca.csv"), "--out",
+                     str(tmp_path / "out")]) == 0
+    row = pd.read_csv(tmp_path / "out" / "findings.csv").iloc[0]
+    assert row["verdict"] == fnd.REPRODUCED and row["n"] == 3  # the failed trial is not read
+    assert capsys.readouterr().out.strip().endswith("findings: 1 reproduced")
+    claims.write_text("claims: []\n")
+    assert fnd.main([str(claims), str(tmp_path / "ae.csv"), "--out", str(tmp_path / "bad")]) == 2
+    assert "claims: list should have at least 1 item" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()

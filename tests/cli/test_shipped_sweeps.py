@@ -45,7 +45,9 @@ def test_the_studies_are_shipped_and_validate_with_every_stage():
     assert trial.eval.protocol == "paper" and trial.train.early_stopping.monitor == "train/loss"
     search = load(REPO / "sweeps" / "cifar.yaml", stages=["search"])
     assert search.name == "cifar-search" and search.search.algorithm == "nsga2"
-    assert set(search.search.metrics) == {"test/mse", "probe/mlp/acc"}  # multi-objective trade-off
+    # A multi-objective trade-off, chosen on validation: test is measured once, never searched on.
+    assert set(search.search.metrics) == {"val/mse", "val/probe/knn/acc"}
+    assert search.resolve().eval.online_probe_every == 1
     # The five knobs: beta, sparsity, noise sigma, contrastive temperature and latent size.
     assert {"model.latent_dim", "objective.sparse.sparsity", "objective.denoising.noise_sigma",
             "objective.vae.beta", "objective.contrastive.temperature"} <= set(search.parameters())

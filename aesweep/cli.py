@@ -380,14 +380,12 @@ def _status_state(name_or_path: str, storage: str | None, tracking_uri: str | No
         if tracking_uri is None:
             raise
     from aesweep.report import record as record_mod
-    from aesweep.service import tracking
 
     uri, parent, spec = record_mod.locate(name_or_path, storage, tracking_uri)
     record = record_mod.load_record(uri, parent, spec)
-    run = tracking.get_run(uri, parent)
     return sweep_state.SweepState(record.name, record.spec.model_dump_json(by_alias=True),
-                            run.data.tags.get("aesweep.spec_file", ""), uri, parent,
-                            run.data.tags.get("aesweep.storage", ""))
+                            record.parent_tags.get("aesweep.spec_file", ""), uri, parent,
+                            record.parent_tags.get("aesweep.storage", ""))
 
 
 @app.command()
@@ -509,7 +507,6 @@ def report(
     verdicts) of a finished or running sweep, from MLflow; starts no Ray."""
     from aesweep.report import assemble
     from aesweep.report import record as record_mod
-    from aesweep.service import tracking
     from aesweep.spec.findings import findings_beside
 
     if findings is not None:  # a bad claims file is refused before anything is read or written
@@ -524,9 +521,8 @@ def report(
         except SpecError as err:
             _fail(f"{name}: the sweep's stored spec does not validate: {err.problems[0]}")
     record, also = records[0], records[1:]
-    uri, parent = record.uri, record.parent_run_id
     if findings is None:
-        spec_file = tracking.get_run(uri, parent).data.tags.get("aesweep.spec_file", "")
+        spec_file = record.parent_tags.get("aesweep.spec_file", "")
         beside = findings_beside(Path("sweeps") / spec_file) if spec_file else None
         if beside is not None and beside.is_file():
             findings, claims = beside, _findings_or_exit(beside)

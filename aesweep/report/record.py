@@ -50,6 +50,7 @@ class SweepRecord:
     frame: pd.DataFrame
     param_columns: list[str] = field(default_factory=list)
     metric_columns: list[str] = field(default_factory=list)
+    parent_tags: dict[str, str] = field(default_factory=dict)  # the parent run's tags (aesweep.spec_file, ...)
 
     @property
     def finished(self) -> pd.DataFrame:
@@ -119,7 +120,7 @@ def load_record(uri: str, parent_run_id: str, spec: SweepSpec | None = None) -> 
     frame = frame.sort_values(["start_time", "trial_id"]).reset_index(drop=True)
     name = parent.data.tags.get(tracking.SWEEP_TAG, parent.info.run_name or spec.name)
     return SweepRecord(name, uri, parent_run_id, parent.info.experiment_id, spec, frame,
-                       _spec_order(params, spec), sorted(metrics))
+                       _spec_order(params, spec), sorted(metrics), dict(parent.data.tags))
 
 
 def _spec_order(params: list[str], spec: SweepSpec) -> list[str]:

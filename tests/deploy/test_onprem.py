@@ -121,6 +121,21 @@ class Cluster:
             assert time.monotonic() < deadline, f"alive: {alive}"
             time.sleep(2)
 
+    def wait_mlflow(self, timeout: float = 180) -> float:
+        """Block until the head's MLflow server answers HTTP from the laptop (any status: it asks for the password);
+        seconds waited. `ray up` returns once Ray is up; the server it started in the background may still be
+        creating its tables, for longer on a loaded machine (a fresh-clone run once found it refusing connections)."""
+        import requests
+
+        started = time.monotonic()
+        while True:
+            try:
+                self.lab.laptop_call(lambda: requests.get(f"{self.mlflow}/health", timeout=5))
+                return time.monotonic() - started
+            except (requests.ConnectionError, requests.Timeout):
+                assert time.monotonic() - started < timeout, f"MLflow on the head not answering after {timeout} s"
+                time.sleep(1)
+
     def mlflow_call(self, fn):
         def call():
             os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"] = self.user, self.password
@@ -297,6 +312,7 @@ def cluster():
         c.write_laptop_files()
         c.up_log = c.ray("up", str(c.config), "--yes", "--no-config-cache", timeout=600)
         c.alive_at_start = c.wait_workers()
+        c.mlflow_wait_s = c.wait_mlflow()
         c.up_seconds = time.monotonic() - started
         yield c
     finally:

@@ -101,6 +101,15 @@ METRICS: Registry[Any] = Registry("metric", "aesweep.evaluation.metrics", "METRI
 PROBES: Registry[Any] = Registry("probe", "aesweep.evaluation.probes", "PROBES")
 CLUSTERERS: Registry[Any] = Registry("clusterer", "aesweep.evaluation.clustering", "CLUSTERERS")
 FIGURES: Registry[Any] = Registry("figure", "aesweep.evaluation.figures", "FIGURES")
+# Sample quality (eval.sample_quality): the feature extractors the measures compare real and generated images in,
+# and the measures themselves (FID, precision / recall / density / coverage).
+SAMPLE_FEATURES: Registry[Any] = Registry("sample feature extractor", "aesweep.evaluation.sample_features",
+                                          "SAMPLE_FEATURES")
+SAMPLE_QUALITY: Registry[Any] = Registry("sample-quality measure", "aesweep.evaluation.sample_quality",
+                                         "SAMPLE_QUALITY")
+# Disentanglement measures (eval.disentanglement) on datasets with known generative factors: MIG, SAP, DCI, ...
+DISENTANGLEMENT: Registry[Any] = Registry("disentanglement metric", "aesweep.evaluation.disentanglement",
+                                          "DISENTANGLEMENT")
 SCHEDULES: Registry[Any] = Registry("lr schedule", "aesweep.spec.schedules", "SCHEDULES", torch_free=True)
 
 ALL = {
@@ -112,6 +121,9 @@ ALL = {
     "probes": PROBES,
     "clustering": CLUSTERERS,
     "figures": FIGURES,
+    "sample features": SAMPLE_FEATURES,
+    "sample quality": SAMPLE_QUALITY,
+    "disentanglement": DISENTANGLEMENT,
     "lr schedules": SCHEDULES,
 }
 

@@ -68,8 +68,7 @@ def loop_throughput(steps: int, warmup: int, batch: int) -> list[tuple[str, floa
         generator = torch.Generator(device=device).manual_seed(0)
 
         def epoch(rows: slice, number: int, model=model, loop=loop, cfg=cfg, generator=generator) -> None:
-            train._train_epoch(model, loop.optimizer, loop.stepper, dataset.train[rows], cfg, generator, number,
-                               loop.autocast, loop.check_every, None)
+            train._train_epoch(model, loop, dataset.train[rows], cfg, generator, number, None)
 
         epoch(slice(0, warmup * batch), 1)  # includes the compilation when compiling
         torch.cuda.synchronize()

@@ -93,8 +93,7 @@ def run_ours(args: argparse.Namespace) -> None:
     generator = torch.Generator(device=device).manual_seed(args.seed)
 
     def epoch(rows: slice, number: int) -> dict[str, float]:
-        return train._train_epoch(model, loop.optimizer, loop.stepper, dataset.train[rows], cfg, generator, number,
-                                  loop.autocast, loop.check_every, None)
+        return train._train_epoch(model, loop, dataset.train[rows], cfg, generator, number, None)
 
     t0 = time.perf_counter()
     epoch(slice(0, args.warmup * args.batch), 1)  # includes torch.compile's compilation when compiling

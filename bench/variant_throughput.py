@@ -3,8 +3,11 @@
 What it measures: the conv backbone (width 1: the six-block 64..256-channel AE of the CIFAR-10 study) at batch 128
 on 28x28x1 images (real Fashion-MNIST when the Debian files are present, else generated shapes), timed over
 --steps optimiser steps after --warmup steps, with the same step the training loop runs (augmentation, corruption,
-forward, every loss term, backward, Adam). Two-view variants (contrastive, supcon) run two forward passes per
-image, so about half the throughput is expected of them.
+forward, every loss term, backward, Adam, and an adversary's own update where the variant trains one). Two-view
+variants (contrastive, supcon) run two forward passes per image, so about half the throughput is expected of
+them. The last column is the throughput against the plain AE's in the same run: the cost of each family's
+objective (FactorVAE's discriminator: the paper's 5 x 1000 hidden layers; IWAE: iwae_samples extra decodes;
+beta-TCVAE: its B x B x D estimate of q(z)).
 
     python bench/variant_throughput.py [--steps 5] [--warmup 2] [--batch 128] [--threads N]
 """
@@ -21,7 +24,10 @@ from aesweep.data import datasets
 from aesweep.spec import variants
 from aesweep.spec.load import parse_spec
 from aesweep.spec.trial import DatasetConfig
-from aesweep.training.train import build, make_loop
+from aesweep.training.train import adversary_step, build, make_loop
+
+# Knobs a variant has no default for (FactorVAE's discriminator: the paper's, 6 layers of 1000 units).
+REQUIRED = {"factorvae": ", discriminator: {widths: [1000, 1000, 1000, 1000, 1000]}"}
 
 
 def main() -> None:
@@ -40,11 +46,12 @@ def main() -> None:
     dataset = datasets.load_dataset(DatasetConfig(name=name, train_size=n, test_size=args.batch, val_fraction=0.0))
     print(f"# dataset {name} 28x28x1, conv width {args.width}, batch {args.batch}, {args.threads} threads, "
           f"torch {torch.__version__}, {args.steps} timed steps after {args.warmup} warm-up")
-    print("| variant | parameters | images/s | s/step |")
-    print("|---|---:|---:|---:|")
-    for variant in args.variants:
+    print("| variant | parameters | images/s | s/step | vs ae |")
+    print("|---|---:|---:|---:|---:|")
+    rates: dict[str, float] = {}
+    for variant in dict.fromkeys(["ae", *args.variants]):
         trial = parse_spec(
-            f"name: bench\ndataset: {{name: {name}}}\nobjective: {{variant: '{variant}'}}\n"
+            f"name: bench\ndataset: {{name: {name}}}\nobjective: {{variant: '{variant}'{REQUIRED.get(variant, '')}}}\n"
             f"model: {{backbone: conv, width: {args.width}, latent_dim: 32}}\ntrain: {{batch_size: {args.batch}}}\n"
         ).resolve()
         model, objective = build(trial, dataset)
@@ -56,14 +63,16 @@ def main() -> None:
         for i, batch in enumerate(batches):
             if i == args.warmup:
                 start = time.perf_counter()
-            total, _, _ = step(batch.images, batch.labels, generator)
+            total, _, out = step(batch.images, batch.labels, generator)
             optimizer.zero_grad(set_to_none=True)
             total.backward()
             optimizer.step()
+            adversary_step(model, loop, out)
         seconds = time.perf_counter() - start
         params = sum(p.numel() for p in model.parameters())
-        print(f"| {variant} | {params / 1e6:.2f} M | {args.steps * args.batch / seconds:.0f} | "
-              f"{seconds / args.steps:.2f} |", flush=True)
+        rates[variant] = args.steps * args.batch / seconds
+        print(f"| {variant} | {params / 1e6:.2f} M | {rates[variant]:.0f} | {seconds / args.steps:.2f} | "
+              f"{rates[variant] / rates['ae']:.2f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -6,8 +6,9 @@ Trials are small, so overhead dominates: no DataLoader, no per-sample PIL work, 
 Images stay uint8 on the device (4x less memory than float) and become float32 in [0, 1] one batch at a time.
 
 Files on disk: ``cfg.root``, else ``$AESWEEP_DATA``, else ``~/.cache/aesweep``, laid out as torchvision lays them out
-(``cifar-10-batches-py/``, ``MNIST/raw/``, ``FashionMNIST/raw/``). Every file is checked against an upstream md5
-before torchvision reads it, and any problem is a ``DataError`` with a one-line message naming the file.
+(``cifar-10-batches-py/``, ``MNIST/raw/``, ``FashionMNIST/raw/``), plus ``FreyFace/`` and ``dsprites/``. Every file
+torchvision reads is checked against an upstream md5 first (FreyFace and dSprites, which have none to check a file
+put in place against, by their layout), and any problem is a ``DataError`` with a one-line message naming the file.
 """
 from __future__ import annotations
 
@@ -15,10 +16,12 @@ import hashlib
 import os
 import shutil
 import tempfile
+import zipfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 
 from aesweep.data.files import (
@@ -361,7 +364,7 @@ def make_shapes(canvas: int = 28, sizes: range = range(7, 15)) -> tuple[torch.Te
     return torch.cat(images), torch.cat(factors)
 
 
-@DATASETS.register("shapes", shape=(1, 28, 28))
+@DATASETS.register("shapes", shape=(1, 28, 28), factors=True)
 def shapes(cfg: DatasetConfig) -> Source:
     """Generated shapes (circle/square/triangle, sizes 7..14, every position on 28x28): 8340 images, no download."""
     images, factors = make_shapes()
@@ -451,6 +454,112 @@ def frey_face(cfg: DatasetConfig) -> Source:
     return Source(split(order[FREY_FACE_TEST:]), split(order[:FREY_FACE_TEST]), (), flip_ok=True)
 
 
+# ------------------------------------------------------------------------------------------------------------
+# dSprites (Matthey et al. 2017, github.com/deepmind/dsprites-dataset): 737,280 binary 64x64 sprites, one image per
+# combination of its latents: color (1) x shape (3) x scale (6) x orientation (40) x posX (32) x posY (32). One npz.
+
+DSPRITES_FILE = "dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz"
+DSPRITES_URL = "https://github.com/deepmind/dsprites-dataset"
+# Searched under the data root, in order: aesweep's folder, a git clone of the upstream repository, the root itself.
+DSPRITES_DIRS = ("dsprites", "dsprites-dataset", ".")
+DSPRITES_LATENTS = ("color", "shape", "scale", "orientation", "posX", "posY")  # the columns of latents_*
+DSPRITES_FACTORS = DSPRITES_LATENTS[1:]  # color is 1 (white) in every image: no factor of variation
+DSPRITES_SHAPES = ("square", "ellipse", "heart")  # shape values 1, 2, 3
+DSPRITES_HW = (64, 64)
+# Upstream has no split (disentanglement_lib samples from all images); a seeded tenth is the test split.
+DSPRITES_TEST_FRACTION = 0.1
+# The imgs member is deflate-compressed in the upstream npz, so np.load cannot memory-map it; it is read this many
+# images (8 MB) at a time and only the rows of the subset are kept.
+DSPRITES_CHUNK_ROWS = 2048
 
 
+def _find_dsprites(cfg: DatasetConfig) -> Path:
+    root = data_root(cfg)
+    candidates = [root / d / DSPRITES_FILE for d in DSPRITES_DIRS]
+    found = next((c for c in candidates if c.is_file()), None)
+    if found is None:
+        # No download: upstream publishes no checksum to verify one against (FreyFace has a recorded md5).
+        raise DataError(f"dsprites: {candidates[0]} not found; download {DSPRITES_FILE} from {DSPRITES_URL} "
+                        "and put it there, or set dataset.root / AESWEEP_DATA")
+    return found
 
+
+def _npz_rows(path: Path, key: str, targets: list[np.ndarray], row_shape: tuple[int, ...],
+              dtype: np.dtype) -> list[np.ndarray]:
+    """``array[rows]`` for each sorted index array of ``targets`` from member ``key`` of the npz at ``path``, read
+    in one sequential pass of DSPRITES_CHUNK_ROWS rows: memory is the outputs plus one chunk, whatever the array's
+    size and whether the member is compressed. The member must hold a C-order ``(N, *row_shape)`` ``dtype`` array."""
+    try:
+        with zipfile.ZipFile(path) as archive, archive.open(f"{key}.npy") as f:
+            version = np.lib.format.read_magic(f)
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            shape, fortran, stored = read_header(f)
+            if tuple(shape[1:]) != row_shape or stored != dtype or fortran:
+                raise DataError(f"{path}: {key} is {stored} {shape}{' (Fortran order)' if fortran else ''}, "
+                                f"expected {np.dtype(dtype)} (N, {', '.join(map(str, row_shape))})")
+            outs = [np.empty((len(rows), *row_shape), dtype) for rows in targets]
+            row_bytes = int(np.prod(row_shape)) * np.dtype(dtype).itemsize
+            buffer = np.empty((min(DSPRITES_CHUNK_ROWS, shape[0]), *row_shape), dtype)
+            for start in range(0, shape[0], DSPRITES_CHUNK_ROWS):
+                count = min(DSPRITES_CHUNK_ROWS, shape[0] - start)
+                chunk = buffer[:count]
+                view, got = memoryview(chunk.reshape(-1).view(np.uint8)), 0
+                while got < len(view):  # 1 MB reads: one large read() would hold the chunk twice over
+                    piece = f.read(min(1 << 20, len(view) - got))
+                    if not piece:
+                        raise DataError(f"{path}: {key} ends after {start * row_bytes + got} bytes of data, "
+                                        f"its header says {shape}: the file is truncated")
+                    view[got:got + len(piece)] = piece
+                    got += len(piece)
+                for rows, out in zip(targets, outs, strict=True):
+                    lo, hi = np.searchsorted(rows, [start, start + count])
+                    out[lo:hi] = chunk[rows[lo:hi] - start]
+    except (OSError, zipfile.BadZipFile, KeyError, ValueError, EOFError) as err:
+        raise DataError(f"{path}: not an npz with a {key} array ({type(err).__name__}: {err})") from None
+    return outs
+
+
+@DATASETS.register("dsprites", shape=(1, 64, 64), factors=True)
+def dsprites(cfg: DatasetConfig) -> Source:
+    """dSprites: 737,280 binary 64x64 sprites (square, ellipse, heart) on a full grid of 5 factors, from the npz.
+
+    File: ``root/dsprites/dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz`` (or ``root/dsprites-dataset/``, a clone
+    of the upstream repository, or ``root/``), never downloaded: upstream publishes no checksum. Keys: ``imgs``
+    (N, 64, 64) uint8 in {0, 1}, ``latents_values`` (N, 6) float64, ``latents_classes`` (N, 6) int64 (columns
+    ``DSPRITES_LATENTS``); ``metadata`` (a pickle) is never read. Any N is accepted (tests write small files).
+
+    Images: uint8 (N, 1, 64, 64) in {0, 255}. Labels: the shape class (0 square, 1 ellipse, 2 heart). Factors:
+    ``latents_values`` of shape (1..3), scale (0.5..1), orientation (radians, 0..2 pi), posX and posY (0..1), the
+    constant color dropped. Square and ellipse look the same under some rotations (4- and 2-fold symmetry), so
+    their orientation is not fully recoverable from the image, as in every use of dSprites.
+
+    Split: a seeded tenth (``dataset.seed``) is the test split. Memory: the subsets are taken here, before any image
+    is decoded (``train_size`` / ``test_size`` rows, prefixes of seeded permutations of each split, so a larger
+    train_size only adds rows); imgs is streamed in chunks (``_npz_rows``), so a subset of 10,000 images costs
+    about 40 MB however large the file. All of it is 2.7 GB (train) + 0.3 GB (test) as uint8.
+    """
+    path = _find_dsprites(cfg)
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            values, classes = npz["latents_values"], npz["latents_classes"]
+    except (OSError, zipfile.BadZipFile, KeyError, ValueError, EOFError) as err:
+        raise DataError(f"{path}: not the dSprites npz ({type(err).__name__}: {err})") from None
+    n = len(classes)
+    if values.shape != (n, 6) or classes.shape != (n, 6) or n == 0:
+        raise DataError(f"{path}: latents_values {values.shape} and latents_classes {classes.shape}, expected "
+                        "(N, 6) each")
+    order = torch.randperm(n, generator=_generator(cfg.seed, "dsprites")).numpy()
+    n_test = max(1, round(n * DSPRITES_TEST_FRACTION))
+    # A prefix of each split's own seeded permutation; load_dataset then takes all of it (its size is the subset's).
+    test_rows = np.sort(order[:n_test][:cfg.test_size])
+    train_rows = np.sort(order[n_test:][:cfg.train_size])
+    train_images, test_images = _npz_rows(path, "imgs", [train_rows, test_rows], DSPRITES_HW, np.dtype(np.uint8))
+    splits = []
+    for rows, images in ((train_rows, train_images), (test_rows, test_images)):
+        if images.size and images.max() > 1:
+            raise DataError(f"{path}: imgs holds values above 1; the upstream file is binary (0 and 1)")
+        np.multiply(images, 255, out=images)
+        splits.append(Split(torch.from_numpy(images).unsqueeze(1), torch.from_numpy(classes[rows, 1].astype(np.int64)),
+                            torch.from_numpy(values[rows, 1:].astype(np.float32))))
+    return Source(splits[0], splits[1], DSPRITES_SHAPES, flip_ok=False, factor_names=DSPRITES_FACTORS)

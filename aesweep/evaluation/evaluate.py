@@ -2,8 +2,9 @@
 
 Reconstruction metrics on the test split (``test/<metric>``), latent probes and clustering on embeddings computed
 once and shared by every probe (``probe/...``, ``cluster/...``), generative and latent metrics (``gen/...``,
-``latent/...``), and figures (PNG). Used by ``train.run_trial`` at the end of a trial and, through
-``train.evaluate_stored``, on a stored trial without retraining. Imports neither Ray nor MLflow.
+``latent/...``), sample quality (``gen/<extractor>/<measure>``), disentanglement (``dis/...``), and figures (PNG).
+Used by ``train.run_trial`` at the end of a trial and, through ``train.evaluate_stored``, on a stored trial without
+retraining. Imports neither Ray nor MLflow.
 """
 from __future__ import annotations
 
@@ -16,8 +17,8 @@ import torch
 from torch import Tensor, nn
 
 from aesweep.data import batches, datasets
+from aesweep.evaluation import disentanglement, generative, metrics, probes, sample_quality
 from aesweep.evaluation import figures as figmod
-from aesweep.evaluation import generative, metrics, probes
 from aesweep.spec.trial import EvalConfig, TrialConfig
 
 _log = logging.getLogger(__name__)
@@ -132,6 +133,10 @@ def evaluate(model: nn.Module, dataset: datasets.Dataset, cfg: TrialConfig, out_
                          val_y=dataset.val.labels if val_x is not None else None))
     if ev.generative:
         out.update(timed("generative", generative.generative_metrics, model, dataset, cfg, seed=seed))
+    if ev.disentanglement:  # dis/<name>, on datasets with generative factors
+        out.update(timed("disentanglement", disentanglement.disentanglement_metrics, model, dataset, ev, seed=seed))
+    if ev.sample_quality is not None:
+        out.update(timed("sample_quality", sample_quality.sample_quality_metrics, model, dataset, cfg, seed=seed))
     paths: list[Path] = []
     if ev.figures and out_dir is not None:
         paths = timed("figures", figmod.make_figures, model, dataset, ev.figures, out_dir,
@@ -144,9 +149,11 @@ def online_probe_metrics(model: nn.Module, dataset: datasets.Dataset, cfg: EvalC
                          ) -> dict[str, float]:
     """The cheap probe run every ``online_probe_every`` epochs: kNN / linear probe fitted on
     ``online_probe_size`` train embeddings and scored on as many validation embeddings (``val/probe/...``),
-    so a scheduler can stop trials on latent quality, not only on reconstruction. Nothing for a dataset
-    without labels."""
-    if not dataset.num_classes:
+    so a scheduler can stop trials on latent quality, not only on reconstruction; with
+    ``cfg.online_disentanglement`` also those measures (``val/dis/<key>``) on the same codes and their factors.
+    Nothing for a dataset without labels (nor disentanglement without factors)."""
+    factors = dataset.train.factors is not None and dataset.val.factors is not None and cfg.online_disentanglement
+    if not dataset.num_classes and not factors:
         return {}
     generator = torch.Generator().manual_seed(seed)
     n_train = min(cfg.online_probe_size, len(dataset.train))
@@ -155,6 +162,15 @@ def online_probe_metrics(model: nn.Module, dataset: datasets.Dataset, cfg: EvalC
     val_rows = torch.randperm(len(dataset.val), generator=generator)[:n_val]
     train_x = embed(model, dataset.train, cfg, train_rows)
     val_x = embed(model, dataset.val, cfg, val_rows)
-    label_device = dataset.train.labels.device
-    return probes.online_probe(train_x, dataset.train.labels[train_rows.to(label_device)], val_x,
-                               dataset.val.labels[val_rows.to(label_device)], num_classes=dataset.num_classes)
+    out: dict[str, float] = {}
+    if dataset.num_classes:
+        label_device = dataset.train.labels.device
+        out.update(probes.online_probe(train_x, dataset.train.labels[train_rows.to(label_device)], val_x,
+                                       dataset.val.labels[val_rows.to(label_device)], num_classes=dataset.num_classes))
+    if factors:
+        device = dataset.train.factors.device
+        measured = disentanglement.measure(
+            train_x, dataset.train.factors[train_rows.to(device)], val_x, dataset.val.factors[val_rows.to(device)],
+            cfg.online_disentanglement, cfg.disentanglement_protocol, seed, dataset.factor_names)
+        out.update({f"val/{k}": v for k, v in measured.items() if k.startswith("dis/")})
+    return out

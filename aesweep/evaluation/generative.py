@@ -34,7 +34,9 @@ Metrics (``generative_metrics`` returns those that ``EvalConfig.generative`` nam
 
 The latent prior (``resolve_prior``): a gaussian bottleneck samples N(0, I) or the trial's configured prior; a
 deterministic AE has no prior, so a Gaussian is fitted to its train latents (mean and full covariance); an mmd AE
-was trained to match N(0, I) and samples that (``prior_for_trial``).
+was trained to match N(0, I) and samples that (``prior_for_trial``). ``fit_mixture`` fits the other ex-post
+density, a Gaussian mixture on the train codes (``LatentMixture``, sampled like a prior; sample_quality.py's
+``latent_density: gmm``).
 """
 from __future__ import annotations
 
@@ -55,10 +57,10 @@ if TYPE_CHECKING:
     from aesweep.spec.trial import EvalConfig, TrialConfig
 
 __all__ = [
-    "COVERAGE_DISTANCES", "GENERATIVE_NAMES", "FactorCorrelation", "LatentPrior", "NearestNeighbours", "coverage", "decode", "embed_split",
-    "factor_correlation", "fit_prior", "generative_metrics", "hit_kl_bits", "information_rate",
+    "COVERAGE_DISTANCES", "GENERATIVE_NAMES", "FactorCorrelation", "LatentMixture", "LatentPrior", "NearestNeighbours",
+    "coverage", "decode", "embed_split", "factor_correlation", "fit_mixture", "fit_prior", "generative_metrics", "hit_kl_bits", "information_rate",
     "information_rate_per_dim", "nearest_neighbours", "nn_distance", "prior_for_trial", "resolve_prior",
-    "sample_metrics", "standard_prior", "subsample",
+    "sample_metrics", "standard_prior", "subsample", "train_codes",
 ]
 
 GENERATIVE_NAMES = ("coverage", "information_rate", "factors")
@@ -186,6 +188,63 @@ def fit_prior(z: Tensor, covariance: str = "full") -> LatentPrior:
                        f"Gaussian fitted to train latents, {covariance} covariance")
 
 
+def train_codes(model: nn.Module, dataset: Dataset) -> Tensor:
+    """The codes an ex-post latent density is fitted to: ``embed_split`` of at most ``FIT_ROWS`` train images
+    (a seeded subsample, ``subsample``), (N, latent_dim) float32 on the model's device."""
+    rows = subsample(len(dataset.train), FIT_ROWS).to(dataset.train.device)
+    return embed_split(model, dataset.train[rows])
+
+
+@dataclass(frozen=True)
+class LatentMixture:
+    """A mixture of K Gaussians over the latent space: ``weights`` (K,) summing to 1, ``means`` (K, D),
+    ``scale_tril`` (K, D, D) lower-triangular factors of the covariances. Samples like ``LatentPrior``."""
+
+    weights: Tensor
+    means: Tensor
+    scale_tril: Tensor
+    source: str
+
+    @property
+    def dim(self) -> int:
+        return self.means.shape[1]
+
+    def sample(self, n: int, seed: int = 0) -> Tensor:
+        """n draws (n, D) on the mixture's device: a component per draw by its weight, then that Gaussian. The
+        components and the noise are drawn on the CPU, so a seed means the same draws on every device."""
+        gen = torch.Generator().manual_seed(seed)
+        component = torch.multinomial(self.weights.double().cpu(), n, replacement=True, generator=gen)
+        eps = torch.randn(n, self.dim, generator=gen, dtype=self.means.dtype).to(self.means.device)
+        component = component.to(self.means.device)
+        z = torch.empty_like(eps)
+        for k in range(len(self.weights)):  # one product per component: never an (n, D, D) gather
+            rows = component == k
+            z[rows] = self.means[k] + eps[rows] @ self.scale_tril[k].T
+        return z
+
+
+def fit_mixture(z: Tensor, components: int, seed: int = 0) -> LatentMixture:
+    """A full-covariance Gaussian mixture of ``components`` components fitted by EM to codes z (N, D): the
+    ex-post density that RAE (Ghosh et al. 2020) and pythae's GaussianMixtureSampler sample a deterministic
+    autoencoder from (both: scikit-learn's GaussianMixture, full covariance, 10 components).
+
+    Fitted by scikit-learn on the CPU in float64 (at most ``FIT_ROWS`` codes, seconds), seeded by ``seed``; its
+    ``reg_covar`` (1e-6 on the diagonal) keeps every covariance factorisable. On z's device. Raises ValueError
+    when there are fewer codes than components.
+    """
+    # Imported here: scikit-learn costs a worker seconds to import, and only this density needs it here.
+    from sklearn.mixture import GaussianMixture
+
+    if len(z) < components:
+        raise ValueError(f"a {components}-component latent density needs at least {components} codes, got {len(z)}")
+    gmm = GaussianMixture(components, covariance_type="full", random_state=seed).fit(z.double().cpu().numpy())
+    cov = torch.as_tensor(gmm.covariances_, dtype=torch.float64)
+    return LatentMixture(torch.as_tensor(gmm.weights_, dtype=torch.float64).float().to(z.device),
+                         torch.as_tensor(gmm.means_).float().to(z.device),
+                         torch.linalg.cholesky(cov).float().to(z.device),
+                         f"{components}-component Gaussian mixture fitted to train latents")
+
+
 def prior_for_trial(cfg: TrialConfig) -> Any:
     """The ``prior`` argument that fits a trial's variant: its configured prior for a gaussian bottleneck, N(0, I)
     for an mmd AE (its regulariser's target), None (the default rule of ``resolve_prior``) otherwise."""
@@ -217,8 +276,7 @@ def resolve_prior(model: nn.Module, dataset: Dataset | None = None, prior: Any =
         if prior in ("fit", "fit_diag"):
             if dataset is None:
                 raise ValueError("fitting a prior to the train latents needs the dataset")
-            train = dataset.train[subsample(len(dataset.train), FIT_ROWS).to(dataset.train.device)]
-            return fit_prior(embed_split(model, train), "diag" if prior == "fit_diag" else "full")
+            return fit_prior(train_codes(model, dataset), "diag" if prior == "fit_diag" else "full")
         raise ValueError(f"unknown prior {prior!r}; known: standard, fit, fit_diag, or a mean/std prior")
     if isinstance(prior, Mapping):
         return diagonal_prior(prior.get("mean", 0.0), prior.get("std", 1.0), dim, device)

@@ -13,17 +13,22 @@ Reductions (the scale each weight is relative to):
 - kl and l1_latent: sum over latent dimensions, mean over the batch (per-sample quantities).
 - mmd: a scalar estimate between two distributions (no per-sample reduction).
 - nt_xent, supcon, cross_entropy: mean over anchors / samples; softmax_mae: mean over samples and classes.
+- The disentangling and generative families (beta-TCVAE's tc_mi / tc_tc / tc_dimwise_kl, FactorVAE's factor_tc,
+  DIP-VAE's dip_i / dip_ii, InfoVAE's info_mmd, RAE's latent_l2 / decoder_reg, iwae): terms of a per-image
+  objective in nats (or that objective's units), mean over the batch, weighted like the KL
+  (``variants.PER_IMAGE_TERMS``); vq: a mean over code elements, as the VQ-VAE papers' implementations take it.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from aesweep.models.model import AEOutput
 from aesweep.registry import LOSS_TERMS
@@ -52,6 +57,8 @@ class Batch:
     target: Tensor
     labels: Tensor | None = None
     view2: AEOutput | None = None
+    model: nn.Module | None = None  # the AutoEncoder, for terms that run its parts again (iwae, decoder_reg, factor_tc)
+    dataset_size: int | None = None  # images in the train split (beta-TCVAE's estimate of q(z))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -156,18 +163,25 @@ def l1_latent(out: AEOutput, batch: Batch, **_: Any) -> Tensor:
     return _at_least_fp32(out.z).abs().sum(-1).mean()
 
 
-def mmd2(x: Tensor, y: Tensor, *, unbiased: bool = True, scales: Sequence[float] = MMD_SCALES) -> Tensor:
-    """Squared MMD between samples x ``(N, D)`` and y ``(M, D)`` under a multi-bandwidth RBF kernel.
+def mmd2(x: Tensor, y: Tensor, *, unbiased: bool = True, scales: Sequence[float] = MMD_SCALES,
+         kernel: str = "rbf") -> Tensor:
+    """Squared MMD between samples x ``(N, D)`` and y ``(M, D)`` under a multi-bandwidth kernel.
 
-    k(a, b) = mean over s in ``scales`` of exp(-||a - b||^2 / (2 * D * s)): bandwidths relative to 2*D, the
+    rbf: k(a, b) = mean over s in ``scales`` of exp(-||a - b||^2 / (2 * D * s)); imq (WAE's inverse
+    multiquadratic): mean over s of C / (C + ||a - b||^2) with C = 2 * D * s. Bandwidths are relative to 2*D, the
     mean squared distance of two N(0, I_D) draws, so one scale set serves every latent size. ``unbiased``: the
     U-statistic (diagonals of k(x, x) and k(y, y) left out; can be slightly negative, no bias towards
     collapse); else the V-statistic (biased, >= 0, exactly 0 for x == y).
     """
+    if kernel not in ("rbf", "imq"):
+        raise ValueError(f"mmd: unknown kernel {kernel!r}; known: rbf, imq")
     d = x.shape[-1]
     xy = _at_least_fp32(torch.cat([x, y]))
     sq = torch.cdist(xy, xy).pow(2)
-    k = torch.stack([torch.exp(-sq / (2 * d * s)) for s in scales]).mean(0)
+    if kernel == "rbf":
+        k = torch.stack([torch.exp(-sq / (2 * d * s)) for s in scales]).mean(0)
+    else:
+        k = torch.stack([(2 * d * s) / (2 * d * s + sq) for s in scales]).mean(0)
     n = x.shape[0]
     kxx, kyy, kxy = k[:n, :n], k[n:, n:], k[:n, n:]
     if unbiased:
@@ -179,10 +193,21 @@ def mmd2(x: Tensor, y: Tensor, *, unbiased: bool = True, scales: Sequence[float]
 
 
 @LOSS_TERMS.register("mmd")
-def mmd(out: AEOutput, batch: Batch, *, mmd_unbiased: bool = True, **_: Any) -> Tensor:
-    """MMD^2 between the batch of codes z and as many fresh draws of N(0, I); see ``mmd2`` (unbiased)."""
+def mmd(out: AEOutput, batch: Batch, *, mmd_unbiased: bool = True, mmd_kernel: str | None = None,
+        **_: Any) -> Tensor:
+    """MMD^2 between the batch of codes z and as many fresh draws of N(0, I); see ``mmd2`` (unbiased; kernel
+    ``mmd_kernel``, rbf when unset)."""
     z = out.z
-    return mmd2(z, torch.randn_like(z), unbiased=mmd_unbiased)
+    return mmd2(z, torch.randn_like(z), unbiased=mmd_unbiased, kernel=mmd_kernel or "rbf")
+
+
+@LOSS_TERMS.register("info_mmd")
+def info_mmd(out: AEOutput, batch: Batch, *, mmd_kernel: str | None = None, prior: Any = None, **_: Any) -> Tensor:
+    """InfoVAE's MMD(q(z), p(z)): the batch of sampled codes against as many prior draws (``mmd2``, unbiased).
+    The same estimate as ``mmd``, but weighted in ELBO units (a PER_IMAGE_TERMS term), as InfoVAE's lambda is."""
+    z = _at_least_fp32(out.z)
+    mean, std = _prior_tensors(prior, z)
+    return mmd2(z, mean + std * torch.randn_like(z), kernel=mmd_kernel or "rbf")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -263,6 +288,230 @@ def softmax_mae(out: AEOutput, batch: Batch, **_: Any) -> Tensor:
         raise ValueError("softmax_mae: needs labels (batch.labels is None)")
     probs = torch.softmax(_at_least_fp32(out.logits), dim=1)
     return F.l1_loss(probs, F.one_hot(batch.labels, probs.shape[1]).to(probs.dtype))
+
+
+# ----------------------------------------------------------------------------------------------------
+# Disentangling VAEs: beta-TCVAE, FactorVAE, DIP-VAE
+
+
+def log_normal(x: Tensor, mu: Tensor, logvar: Tensor) -> Tensor:
+    """Elementwise log N(x; mu, exp(logvar)) in nats, broadcasting."""
+    return -0.5 * (math.log(2 * math.pi) + logvar + (x - mu) ** 2 * torch.exp(-logvar))
+
+
+def _log_importance_weights(batch_size: int, dataset_size: int, like: Tensor) -> Tensor:
+    """beta-TCVAE's stratified-sampling (mss) log weights ``(B, B)``: row i weighs the batch's posteriors when
+    estimating q(z_i) as if the other B - 1 images were a stratified sample of the N in the dataset (Chen et al.
+    2018, appendix C.2; the authors' ``_log_importance_weight_matrix``)."""
+    n, m = dataset_size, batch_size - 1
+    strat = (n - m) / (n * m)
+    w = torch.full((batch_size, batch_size), 1 / m, dtype=like.dtype, device=like.device)
+    w.view(-1)[:: m + 1] = 1 / n
+    w.view(-1)[1 :: m + 1] = strat
+    w[m - 1, 0] = strat
+    return w.log()
+
+
+def tc_decomposition(z: Tensor, mu: Tensor, logvar: Tensor, *, dataset_size: int | None = None,
+                     estimator: str = "mws", prior_mean: Tensor | float = 0.0,
+                     prior_std: Tensor | float = 1.0) -> dict[str, Tensor]:
+    """The KL term of the ELBO split into index-code mutual information, total correlation and dimension-wise
+    KL (Chen et al. 2018, eq. 2), each a batch mean in nats per image.
+
+    z, mu, logvar ``(B, D)``: a sample of q(z|x) and its parameters. q(z) is estimated from the batch, with the
+    minibatch weighted (``mws``) or stratified (``mss``) sampling weights, for a dataset of ``dataset_size``
+    images (None: the batch is the dataset). mi = E[log q(z|x) - log q(z)], tc = E[log q(z) - sum_d log q(z_d)],
+    dimwise_kl = E[sum_d log q(z_d) - log p(z)].
+    """
+    if estimator not in ("mws", "mss"):
+        raise ValueError(f"tc_estimator must be 'mws' or 'mss', got {estimator!r}")
+    z, mu, logvar = _at_least_fp32(z), _at_least_fp32(mu), _at_least_fp32(logvar)
+    b = z.shape[0]
+    n = max(int(dataset_size or b), b)
+    log_qz_x = log_normal(z, mu, logvar).sum(1)
+    pairs = log_normal(z[:, None, :], mu[None], logvar[None])  # (B, B, D): log q(z_i[d] | x_j)
+    if estimator == "mws" or b < 3:
+        log_qz = torch.logsumexp(pairs.sum(2), 1) - math.log(b * n)
+        log_prod = (torch.logsumexp(pairs, 1) - math.log(b * n)).sum(1)
+    else:
+        weights = _log_importance_weights(b, n, z)
+        log_qz = torch.logsumexp(weights + pairs.sum(2), 1)
+        log_prod = torch.logsumexp(weights[:, :, None] + pairs, 1).sum(1)
+    prior_mean = torch.as_tensor(prior_mean, dtype=z.dtype, device=z.device)
+    prior_std = torch.as_tensor(prior_std, dtype=z.dtype, device=z.device)
+    log_pz = log_normal(z, prior_mean, 2 * torch.log(prior_std)).sum(1)
+    return {"mi": (log_qz_x - log_qz).mean(), "tc": (log_qz - log_prod).mean(),
+            "dimwise_kl": (log_prod - log_pz).mean()}
+
+
+def _tc_parts(out: AEOutput, batch: Batch, estimator: str | None, prior: Any) -> dict[str, Tensor]:
+    """tc_decomposition of this output, computed once for the three terms that share it (``out.cache``)."""
+    if out.mu is None or out.logvar is None:
+        raise ValueError("tcvae: the model has no gaussian bottleneck (out.mu / out.logvar are None)")
+    key = ("tc", estimator, batch.dataset_size)
+    if key not in out.cache:
+        mean, std = _prior_tensors(prior, _at_least_fp32(out.mu))
+        out.cache[key] = tc_decomposition(out.z, out.mu, out.logvar, dataset_size=batch.dataset_size,
+                                          estimator=estimator or "mws", prior_mean=mean, prior_std=std)
+    return out.cache[key]
+
+
+@LOSS_TERMS.register("tc_mi")
+def tc_mi(out: AEOutput, batch: Batch, *, tc_estimator: str | None = None, prior: Any = None, **_: Any) -> Tensor:
+    """beta-TCVAE's index-code mutual information I(x; z), nats per image (``tc_decomposition``)."""
+    return _tc_parts(out, batch, tc_estimator, prior)["mi"]
+
+
+@LOSS_TERMS.register("tc_tc")
+def tc_tc(out: AEOutput, batch: Batch, *, tc_estimator: str | None = None, prior: Any = None, **_: Any) -> Tensor:
+    """beta-TCVAE's total correlation KL(q(z) || prod_d q(z_d)), nats per image (``tc_decomposition``)."""
+    return _tc_parts(out, batch, tc_estimator, prior)["tc"]
+
+
+@LOSS_TERMS.register("tc_dimwise_kl")
+def tc_dimwise_kl(out: AEOutput, batch: Batch, *, tc_estimator: str | None = None, prior: Any = None,
+                  **_: Any) -> Tensor:
+    """beta-TCVAE's dimension-wise KL sum_d KL(q(z_d) || p(z_d)), nats per image (``tc_decomposition``)."""
+    return _tc_parts(out, batch, tc_estimator, prior)["dimwise_kl"]
+
+
+def permute_dims(z: Tensor) -> Tensor:
+    """Each column of z ``(B, D)`` shuffled across the batch independently: samples of prod_d q(z_d) (FactorVAE)."""
+    order = torch.argsort(torch.rand(z.shape, device=z.device), dim=0)
+    return torch.gather(z, 0, order)
+
+
+@LOSS_TERMS.register("factor_tc")
+def factor_tc(out: AEOutput, batch: Batch, **_: Any) -> Tensor:
+    """FactorVAE's total-correlation estimate, mean over the batch of log D(z) / (1 - D(z)) = logit_joint -
+    logit_product from the discriminator ``batch.model.adversary`` (trained by ``tc_discriminator_loss``)."""
+    adversary = getattr(batch.model, "adversary", None)
+    if adversary is None:
+        raise ValueError("factor_tc: the model has no discriminator (batch.model.adversary)")
+    logits = adversary(_at_least_fp32(out.z))
+    return (logits[:, 0] - logits[:, 1]).mean()
+
+
+def tc_discriminator_loss(adversary: nn.Module, z: Tensor) -> Tensor:
+    """The discriminator's own loss: cross-entropy of telling codes z ``(B, D)`` (class 0, q(z)) from the same
+    codes with each dimension permuted across the batch (class 1, prod_d q(z_d)), mean of the two; z is
+    detached, so the encoder is not trained by it. The same batch gives both sides, as disentanglement_lib's
+    FactorVAE does (the paper draws a second batch for the permuted side)."""
+    z = _at_least_fp32(z.detach())
+    joint, product = adversary(z), adversary(permute_dims(z))
+    zeros = torch.zeros(len(z), dtype=torch.long, device=z.device)
+    return 0.5 * (F.cross_entropy(joint, zeros) + F.cross_entropy(product, 1 - zeros))
+
+
+# The adversaries' own losses, by the name a variant gives its adversary (variants.VariantPreset.adversary).
+ADVERSARY_LOSSES = {"tc_discriminator": tc_discriminator_loss}
+
+
+def _dip_penalty(cov: Tensor, lambda_od: float, lambda_d: float) -> Tensor:
+    diagonal = torch.diagonal(cov)
+    off = cov - torch.diag(diagonal)
+    return lambda_od * off.pow(2).sum() + lambda_d * (diagonal - 1).pow(2).sum()
+
+
+def _covariance(x: Tensor) -> Tensor:
+    """Covariance ``(D, D)`` of the rows of x ``(B, D)``, normalised by B (disentanglement_lib's)."""
+    centred = x - x.mean(0, keepdim=True)
+    return centred.T @ centred / x.shape[0]
+
+
+@LOSS_TERMS.register("dip_i")
+def dip_i(out: AEOutput, batch: Batch, *, lambda_od: float = 10.0, lambda_d: float = 100.0, **_: Any) -> Tensor:
+    """DIP-VAE-I: lambda_od * sum_{i != j} Cov[mu]_ij^2 + lambda_d * sum_i (Cov[mu]_ii - 1)^2 over the batch."""
+    if out.mu is None:
+        raise ValueError("dip_i: the model has no gaussian bottleneck (out.mu is None)")
+    return _dip_penalty(_covariance(_at_least_fp32(out.mu)), lambda_od, lambda_d)
+
+
+@LOSS_TERMS.register("dip_ii")
+def dip_ii(out: AEOutput, batch: Batch, *, lambda_od: float = 10.0, lambda_d: float = 10.0, **_: Any) -> Tensor:
+    """DIP-VAE-II: the same penalty on Cov_q[z] = E_x[diag exp(logvar)] + Cov[mu]."""
+    if out.mu is None or out.logvar is None:
+        raise ValueError("dip_ii: the model has no gaussian bottleneck (out.mu / out.logvar are None)")
+    mu, logvar = _at_least_fp32(out.mu), _at_least_fp32(out.logvar)
+    cov = _covariance(mu) + torch.diag(logvar.exp().mean(0))
+    return _dip_penalty(cov, lambda_od, lambda_d)
+
+
+# ----------------------------------------------------------------------------------------------------
+# VQ-VAE, RAE, IWAE
+
+
+@LOSS_TERMS.register("vq")
+def vq(out: AEOutput, batch: Batch, *, commitment: float = 0.25, ema_decay: float | None = None,
+       **_: Any) -> Tensor:
+    """VQ-VAE's codebook + commitment * commitment loss, each a mean over code elements: ||sg[z_e] - e||^2
+    moves the codes (left out when an EMA updates them, ``ema_decay``), ||z_e - sg[e]||^2 the encoder."""
+    if out.vq is None:
+        raise ValueError("vq: the model has no vector-quantised bottleneck (out.vq is None)")
+    commit = F.mse_loss(_at_least_fp32(out.vq.z_e), _at_least_fp32(out.vq.z_q).detach())
+    if ema_decay:
+        return commitment * commit
+    return F.mse_loss(_at_least_fp32(out.vq.z_q), _at_least_fp32(out.vq.z_e).detach()) + commitment * commit
+
+
+@LOSS_TERMS.register("latent_l2")
+def latent_l2(out: AEOutput, batch: Batch, **_: Any) -> Tensor:
+    """RAE's ||z||^2 / 2, summed over latent dims, mean over the batch."""
+    return 0.5 * _at_least_fp32(out.z).pow(2).sum(-1).mean()
+
+
+@LOSS_TERMS.register("decoder_reg")
+def decoder_reg(out: AEOutput, batch: Batch, *, decoder_reg: str | None = None, **_: Any) -> Tensor:
+    """RAE's decoder regulariser. l2: the sum of the decoder's squared weights (RAE-L2). gp: ||J||_F^2 of the
+    decoder at z, the squared Frobenius norm of d x_hat / d z per image, mean over the batch, estimated by one
+    random projection (E_v ||J^T v||^2 = ||J||_F^2 for v ~ N(0, I); RAE-GP). gp needs the graph: where none
+    is recorded (evaluation) it is 0."""
+    kind = decoder_reg or "l2"
+    if batch.model is None:
+        raise ValueError("decoder_reg: needs the model (batch.model)")
+    if kind == "l2":
+        weights = [p for name, p in batch.model.backbone.decoder.named_parameters() if name.endswith("weight")]
+        return torch.stack([_at_least_fp32(w).pow(2).sum() for w in weights]).sum()
+    if kind != "gp":
+        raise ValueError(f"decoder_reg: unknown regulariser {kind!r}; known: l2, gp")
+    if not (torch.is_grad_enabled() and out.z.requires_grad):
+        return out.x_hat.new_zeros((), dtype=torch.float32)
+    v = torch.randn_like(out.x_hat)
+    (grad,) = torch.autograd.grad((out.x_hat * v).sum(), out.z, create_graph=True)
+    return _at_least_fp32(grad).pow(2).sum(-1).mean()
+
+
+def log_likelihood(x_hat: Tensor, target: Tensor, recon: str) -> Tensor:
+    """log p(target | x_hat) summed over pixels ``(..., C, H, W) -> (...)``, in nats: Bernoulli for bce, a
+    Gaussian of variance 1/2 for mse (the decoder the elbo kl_scale implies), a Laplace of scale 1 for mae."""
+    x_hat, target = _at_least_fp32(x_hat), _at_least_fp32(target).expand_as(x_hat)
+    if recon == "bce":
+        per_pixel = -F.binary_cross_entropy(x_hat, target, reduction="none")
+    elif recon == "mse":
+        per_pixel = -(x_hat - target).pow(2) - 0.5 * math.log(math.pi)
+    elif recon == "mae":
+        per_pixel = -(x_hat - target).abs() - math.log(2.0)
+    else:
+        raise ValueError(f"iwae: no likelihood for recon {recon!r}; use mse, bce or mae")
+    return per_pixel.flatten(-3).sum(-1)
+
+
+@LOSS_TERMS.register("iwae")
+def iwae(out: AEOutput, batch: Batch, *, iwae_samples: int = 5, recon: str = "mse", prior: Any = None,
+         **_: Any) -> Tensor:
+    """The negative IWAE bound (Burda et al. 2016), nats per image, mean over the batch:
+    -log (1/k) sum_k p(x | z_k) p(z_k) / q(z_k | x), z_k ~ q(z | x) reparameterised, k = ``iwae_samples``
+    decoded by ``batch.model.decode``; k = 1 is the negative ELBO. The likelihood is ``log_likelihood``'s."""
+    if out.mu is None or out.logvar is None or batch.model is None:
+        raise ValueError("iwae: needs a gaussian bottleneck and the model (out.mu, out.logvar, batch.model)")
+    mu, logvar = _at_least_fp32(out.mu), _at_least_fp32(out.logvar)
+    k = int(iwae_samples)
+    z = mu + torch.exp(0.5 * logvar) * torch.randn((k, *mu.shape), dtype=mu.dtype, device=mu.device)
+    x_hat = batch.model.decode(z.flatten(0, 1)).view(k, *batch.target.shape)
+    mean, std = _prior_tensors(prior, mu)
+    log_w = (log_likelihood(x_hat, batch.target, recon) + log_normal(z, mean, 2 * torch.log(std)).sum(-1)
+             - log_normal(z, mu, logvar).sum(-1))
+    return -(torch.logsumexp(log_w, 0) - math.log(k)).mean()
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -9,8 +9,8 @@ projection ``(B, projection_dim)``; logits ``(B, num_classes)``.
 
 Decisions:
 - The latent z is the representation that probes read, so both heads sit on z (not on the pre-bottleneck
-  feature h as in SimCLR's g(h)): a contrastive or classification objective then shapes z itself. The pooled
-  feature h is still exposed (``AEOutput.feature``, ``embed(with_feature=True)``).
+  feature h as in SimCLR's g(h)): a contrastive or classification objective then shapes z itself. The
+  pre-bottleneck feature h (the conv encoder's flattened last map, the ResNet's pooled one) is still exposed (``AEOutput.feature``, ``embed(with_feature=True)``).
 - Gaussian bottleneck: one Linear gives (mu, logvar); z = mu + exp(logvar / 2) * eps in training, mu in eval.
 - Latent noise (the mmd variant's decoder regulariser): in training the decoder sees z + N(0, latent_noise^2);
   ``AEOutput.z`` stays the clean code so that regularisers (MMD, L1) act on what the encoder produced.
@@ -21,10 +21,11 @@ Decisions:
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, NamedTuple
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from aesweep.models.nets import build_backbone
@@ -49,6 +50,20 @@ class AEOutput:
     logvar: Tensor | None = None  # (B, latent_dim), gaussian bottleneck only: log of the posterior variance
     projection: Tensor | None = None  # (B, projection_dim), projection head only (not normalised)
     logits: Tensor | None = None  # (B, num_classes), classifier head only
+    vq: Quantized | None = None  # vector-quantised bottleneck only
+    # Values several loss terms share, computed once per output (losses._tc_parts); not part of the result.
+    cache: dict[Any, Any] = field(default_factory=dict, repr=False)
+
+
+class Quantized(NamedTuple):
+    """A vector-quantised bottleneck's parts, G = latent_dim / code_dim vectors per image.
+
+    z_e ``(B, G, code_dim)``: the encoder's vectors; z_q ``(B, G, code_dim)``: their nearest codes (gradients
+    reach the codebook through it); codes ``(B, G)`` int64: the codes' indices."""
+
+    z_e: Tensor
+    z_q: Tensor
+    codes: Tensor
 
 
 class Code(NamedTuple):
@@ -59,6 +74,7 @@ class Code(NamedTuple):
     logvar: Tensor | None
     feature: Tensor
     maps: tuple[Tensor | None, ...] = ()  # skip-connection backbones: encoder maps for the decoder, else ()
+    vq: Quantized | None = None
 
 
 class DeterministicBottleneck(nn.Module):
@@ -68,8 +84,8 @@ class DeterministicBottleneck(nn.Module):
         super().__init__()
         self.linear = nn.Linear(feature_dim, latent_dim)
 
-    def forward(self, h: Tensor) -> tuple[Tensor, Tensor | None, Tensor | None]:
-        return self.linear(h), None, None
+    def forward(self, h: Tensor) -> tuple[Tensor, Tensor | None, Tensor | None, None]:
+        return self.linear(h), None, None, None
 
 
 class GaussianBottleneck(nn.Module):
@@ -79,17 +95,87 @@ class GaussianBottleneck(nn.Module):
         super().__init__()
         self.linear = nn.Linear(feature_dim, 2 * latent_dim)
 
-    def forward(self, h: Tensor) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    def forward(self, h: Tensor) -> tuple[Tensor, Tensor | None, Tensor | None, None]:
         mu, logvar = self.linear(h).chunk(2, dim=-1)
         # Branch on the module mode, never on data: evaluation and probes see the posterior mean.
         z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu) if self.training else mu
-        return z, mu, logvar
+        return z, mu, logvar, None
+
+
+class VectorQuantizedBottleneck(nn.Module):
+    """feature -> z_e by one Linear, cut into latent_dim / code_dim vectors, each replaced by its nearest of
+    ``codebook_size`` codes; z = z_e + sg[z_q - z_e] (the straight-through estimator: the decoder sees the codes,
+    the encoder gets the decoder's gradient). With ``ema_decay`` the codebook is an exponential moving average
+    of the vectors assigned to each code (van den Oord et al. 2017, appendix A.1; Laplace-smoothed counts), updated
+    in training; without it the codebook is a parameter learnt by the vq loss term."""
+
+    def __init__(self, feature_dim: int, latent_dim: int, codebook_size: int = 512, code_dim: int | None = None,
+                 ema_decay: float | None = None):
+        super().__init__()
+        code_dim = code_dim or latent_dim
+        if latent_dim % code_dim:
+            raise ValueError(f"latent_dim {latent_dim} is not a multiple of code_dim {code_dim}")
+        self.code_dim, self.ema_decay = code_dim, ema_decay
+        self.linear = nn.Linear(feature_dim, latent_dim)
+        codebook = torch.empty(codebook_size, code_dim).uniform_(-1 / codebook_size, 1 / codebook_size)
+        if ema_decay:
+            self.register_buffer("codebook", codebook)
+            self.register_buffer("ema_count", torch.zeros(codebook_size))
+            self.register_buffer("ema_sum", codebook.clone())
+        else:
+            self.codebook = nn.Parameter(codebook)
+
+    def forward(self, h: Tensor) -> tuple[Tensor, None, None, Quantized]:
+        z_e = self.linear(h)
+        vectors = z_e.view(len(z_e), -1, self.code_dim)
+        flat = vectors.detach().reshape(-1, self.code_dim).float()
+        codebook = self.codebook.float()
+        distances = flat.pow(2).sum(1, keepdim=True) - 2 * flat @ codebook.T + codebook.pow(2).sum(1)[None]
+        codes = distances.argmin(1)
+        if self.training and self.ema_decay:
+            self._ema_update(flat, codes)
+        z_q = F.embedding(codes, self.codebook).view_as(vectors).to(vectors.dtype)
+        z = vectors + (z_q - vectors).detach()
+        return z.reshape_as(z_e), None, None, Quantized(vectors, z_q, codes.view(vectors.shape[:2]))
+
+    @torch.no_grad()
+    def _ema_update(self, flat: Tensor, codes: Tensor) -> None:
+        decay, size = float(self.ema_decay), self.codebook.shape[0]
+        onehot = F.one_hot(codes, size).float()
+        self.ema_count.mul_(decay).add_(onehot.sum(0), alpha=1 - decay)
+        self.ema_sum.mul_(decay).add_(onehot.T @ flat, alpha=1 - decay)
+        n = self.ema_count.sum()
+        count = (self.ema_count + 1e-5) / (n + size * 1e-5) * n  # Laplace smoothing: no division by 0
+        self.codebook.copy_(self.ema_sum / count[:, None])
 
 
 BOTTLENECKS: dict[str, type[nn.Module]] = {
     "deterministic": DeterministicBottleneck,
     "gaussian": GaussianBottleneck,
+    "vector_quantized": VectorQuantizedBottleneck,
 }
+
+
+def _adversary_widths(objective: Objective) -> list[int] | None:
+    """The discriminator's hidden widths for an objective with an adversary (FactorVAE), else None."""
+    if objective.adversary is None:
+        return None
+    settings = objective.knobs.get("discriminator")
+    if settings is None:
+        raise ValueError(f"variant {objective.variant}: objective.discriminator is not set (its widths, lr, betas)")
+    widths = settings["widths"] if isinstance(settings, dict) else settings.widths
+    return list(widths)
+
+
+def discriminator(latent_dim: int, widths: Iterable[int]) -> nn.Sequential:
+    """FactorVAE's discriminator on z: Linear + LeakyReLU(0.2) per hidden width, then 2 logits (joint, product)."""
+    layers: list[nn.Module] = []
+    prev = latent_dim
+    for w in widths:
+        layers += [nn.Linear(prev, w), nn.LeakyReLU(0.2, inplace=True)]
+        prev = w
+    layers.append(nn.Linear(prev, 2))
+    return nn.Sequential(*layers)
 
 
 def projection_head(latent_dim: int, projection_dim: int) -> nn.Sequential:
@@ -169,6 +255,9 @@ class AutoEncoder(nn.Module):
     settings: backbone settings (``backbones.SETTINGS``: widths, channels, dropout, ...); None values = defaults.
     head_widths, head_dropout, head_batchnorm: the classifier head's hidden layers (``classifier_head``).
     init: the initial weights, ``initialise``'s scheme.
+    quantizer: the vector-quantised bottleneck's codebook_size, code_dim, ema_decay (``VectorQuantizedBottleneck``).
+    adversary_widths: hidden widths of a discriminator on z (``discriminator``: FactorVAE's), None for none. It is
+      ``self.adversary``, outside the encoder and decoder: the training loop gives it its own optimiser.
     """
 
     def __init__(
@@ -189,6 +278,8 @@ class AutoEncoder(nn.Module):
         head_dropout: float = 0.0,
         head_batchnorm: bool = False,
         init: str = "torch",
+        quantizer: dict[str, Any] | None = None,
+        adversary_widths: Iterable[int] | None = None,
     ):
         super().__init__()
         heads = frozenset(heads)
@@ -205,10 +296,12 @@ class AutoEncoder(nn.Module):
         self.backbone = build_backbone(backbone_name, self.in_shape, self.latent_dim, width, depth,
                                        **(settings or {}))
         self.feature_dim = self.backbone.feature_dim
-        self.bottleneck = BOTTLENECKS[bottleneck](self.feature_dim, self.latent_dim)
+        self.bottleneck = BOTTLENECKS[bottleneck](self.feature_dim, self.latent_dim,
+                                                  **((quantizer or {}) if bottleneck == "vector_quantized" else {}))
         self.projection = projection_head(self.latent_dim, projection_dim) if "projection" in heads else None
         self.classifier = (classifier_head(self.latent_dim, num_classes, head_widths, head_dropout, head_batchnorm)
                            if "classifier" in heads else None)
+        self.adversary = discriminator(self.latent_dim, adversary_widths) if adversary_widths is not None else None
         initialise(self, init)
 
     @classmethod
@@ -236,6 +329,9 @@ class AutoEncoder(nn.Module):
             head_dropout=model_cfg.head_dropout,
             head_batchnorm=model_cfg.head_batchnorm,
             init=model_cfg.init,
+            quantizer={k: objective.knobs.get(k) for k in ("codebook_size", "code_dim", "ema_decay")
+                       if objective.knobs.get(k) is not None},
+            adversary_widths=_adversary_widths(objective),
         )
 
     @property
@@ -246,8 +342,8 @@ class AutoEncoder(nn.Module):
         """x ``(B, C, H, W)`` -> Code(z, mu, logvar, feature, maps); mu and logvar are None unless gaussian,
         maps is () unless the backbone has skip connections."""
         feature, maps = self.backbone.encode(x)
-        z, mu, logvar = self.bottleneck(feature)
-        return Code(z, mu, logvar, feature, maps)
+        z, mu, logvar, quantized = self.bottleneck(feature)
+        return Code(z, mu, logvar, feature, maps, quantized)
 
     def decode(self, z: Tensor, maps: tuple[Tensor | None, ...] = ()) -> Tensor:
         """z ``(B, latent_dim)`` -> x_hat ``(B, C, H, W)`` in [0, 1]. ``maps``: a skip backbone's encoder maps
@@ -270,16 +366,18 @@ class AutoEncoder(nn.Module):
                 "model/params/decoder": count(self.backbone.decoder)}
 
     def forward(self, x: Tensor) -> AEOutput:
-        z, mu, logvar, feature, maps = self.encode(x)
+        code = self.encode(x)
+        z = code.z
         z_dec = z + self.latent_noise * torch.randn_like(z) if self.training and self.latent_noise > 0 else z
         return AEOutput(
-            x_hat=self.decode(z_dec, maps),
+            x_hat=self.decode(z_dec, code.maps),
             z=z,
-            feature=feature,
-            mu=mu,
-            logvar=logvar,
+            feature=code.feature,
+            mu=code.mu,
+            logvar=code.logvar,
             projection=self.projection(z) if self.projection is not None else None,
             logits=self.classifier(z) if self.classifier is not None else None,
+            vq=code.vq,
         )
 
     def embed(self, x: Tensor, with_logvar: bool = False, with_feature: bool = False) -> Tensor:
@@ -291,7 +389,7 @@ class AutoEncoder(nn.Module):
         """
         if with_logvar and not self.gaussian:
             raise ValueError("with_logvar needs a gaussian bottleneck; this model is deterministic")
-        z, mu, logvar, feature, _ = self.encode(x)
+        z, mu, logvar, feature = self.encode(x)[:4]
         parts = [mu if self.gaussian else z]
         if with_logvar:
             parts.append(logvar)

@@ -17,8 +17,8 @@ FAILED = "aesweep/failed"
 
 
 # Metrics a trial reports once, at its end (logged even if a resumed run already holds that epoch).
-FINAL_PREFIXES = ("test/", "probe/", "cluster/", "gen/", "latent/", "best/", "time/eval", "time/probe",
-                  "time/cluster", "time/train_s", "time/total_s")
+FINAL_PREFIXES = ("test/", "probe/", "cluster/", "gen/", "latent/", "dis/", "best/", "time/eval", "time/probe",
+                  "time/cluster", "time/dis", "time/train_s", "time/total_s")
 
 
 # --------------------------------------------------------------------------------------------------------------

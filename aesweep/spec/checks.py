@@ -1,5 +1,5 @@
 """Checks that span fields, made after each field is valid on its own: variant knobs on a variant that does
-not own them, backbone size rules, schedules, the scheduler's metrics.
+not own them, backbone size rules, schedules, the scheduler's metrics, sample quality's decoder and labels.
 """
 from __future__ import annotations
 
@@ -52,6 +52,9 @@ def semantic_problems(spec: SweepSpec) -> list[tuple[tuple, str]]:
         if bad := [v for v in values if v >= folds]:
             found.append((("dataset", "fold"), f"fold {bad[0]} is not one of the {folds} folds (0..{folds - 1})"))
     found += _model_problems(spec) + _schedule_problems(spec)
+    found += _sample_quality_problems(spec)
+    found += _family_problems(spec)
+    found += _disentanglement_problems(spec)
     if spec.search.algorithm == "grid" and not found:  # resolving every point would repeat the problems above
         try:
             spec.grid()
@@ -99,6 +102,104 @@ def _model_problems(spec: SweepSpec) -> list[tuple[tuple, str]]:
         needy = [v for v in variants_drawn if any(p.needs_labels for p in variants.parts(v))]
         if needy:
             found.append((("objective", "variant"), f"variant {needy[0]} needs labels; dataset {name} has none"))
+    return found
+
+
+def _trains_no_decoder(spec: SweepSpec, variant: str) -> str | None:
+    """Why ``variant`` has no decoder to sample from (None when it has one, or when a searched recon weight
+    leaves it open): a baseline that does not reconstruct, or a recon weight of 0 on every value it can take."""
+    presets = variants.parts(variant)
+    if presets[0].fit is not None:
+        return None if presets[0].reconstructs else f"variant {variant} has no decoder"
+    weights = _options(spec.objective.recon_weight)
+    if weights is None:
+        return None
+    if all((variants.default_recon_weight(variant) if w is None else w) == 0 for w in weights):
+        return f"variant {variant} trains no decoder (recon weight 0; set objective.recon_weight > 0)"
+    return None
+
+
+def _sample_quality_problems(spec: SweepSpec) -> list[tuple[tuple, str]]:
+    """eval.sample_quality on a variant without a decoder, a classifier extractor on a dataset without labels,
+    gmm_components without the gmm density, prdc with no more samples than neighbours."""
+    sq = spec.eval.sample_quality
+    if sq is None or isinstance(sq, Distribution):
+        return []
+    found: list[tuple[tuple, str]] = []
+    for variant in spec.possible_variants():
+        if why := _trains_no_decoder(spec, variant):
+            found.append((("eval", "sample_quality"), f"sample quality decodes latent samples, and {why}"))
+    for features in _options(sq.features) or []:
+        if not registry.meta(registry.SAMPLE_FEATURES, features).get("needs_labels"):
+            continue
+        for name in _options(spec.dataset.name) or []:
+            if not registry.meta(registry.DATASETS, name).get("labelled", True):
+                found.append((("eval", "sample_quality", "features"),
+                              f"the {features} extractor is trained on labels; dataset {name} has none "
+                              "(use pixels or inception)"))
+    densities = _options(sq.latent_density)
+    if sq.gmm_components is not None and densities is not None and "gmm" not in densities:
+        found.append((("eval", "sample_quality", "gmm_components"),
+                      "gmm_components is set but latent_density is not gmm"))
+    fewest, k = lowest(spec.eval.gen_samples), highest(sq.k)
+    uses_prdc = any("prdc" in metrics for metrics in _options(sq.metrics) or [])
+    if uses_prdc and isinstance(fewest, int) and isinstance(k, int) and fewest <= k:
+        found.append((("eval", "gen_samples"), f"prdc's k = {k} nearest neighbours need more than {k} samples, "
+                                               f"got gen_samples {fewest}"))
+    return found
+
+
+def _knob_options(spec: SweepSpec, part: str, knob: str) -> tuple[tuple, list[Any] | None]:
+    """Where a variant part's knob is set (its own section first, then the objective) and the values it can
+    take there (None: searched over a continuous range); an unset knob gives its preset default."""
+    section = getattr(spec.objective, part)
+    if section is not None and getattr(section, knob) is not None:
+        return ("objective", part, knob), _options(getattr(section, knob))
+    if getattr(spec.objective, knob) is not None:
+        return ("objective", knob), _options(getattr(spec.objective, knob))
+    return ("objective", "variant"), [variants.VARIANTS.get(part).knobs.get(knob)]
+
+
+def _family_problems(spec: SweepSpec) -> list[tuple[tuple, str]]:
+    """A knob with no default left unset (FactorVAE's discriminator); a VQ code size that does not divide the
+    latent size; an IWAE that cannot decode its samples as trained (skip connections, a mixed recon)."""
+    found: list[tuple[tuple, str]] = []
+    for variant in spec.possible_variants():
+        for part in variants.parts(variant):
+            for knob in sorted(part.required):
+                where, values = _knob_options(spec, part.name, knob)
+                if values is not None and None in values:
+                    found.append((where, f"variant {part.name} needs objective.{knob} (no default): e.g. "
+                                  f"{knob}: {{widths: [1000, 1000, 1000, 1000, 1000], lr: 1.0e-4}}"))
+            if part.bottleneck == "vector_quantized":
+                where, values = _knob_options(spec, part.name, "code_dim")
+                for latent in _options(spec.model.latent_dim) or []:
+                    bad = [c for c in values or [] if c is not None and isinstance(latent, int) and latent % c]
+                    if bad:
+                        found.append((where, f"code_dim {bad[0]} does not divide latent_dim {latent} "
+                                      "(z is cut into latent_dim / code_dim code vectors)"))
+                        break
+            if part.name == "iwae":
+                if True in (_options(spec.model.skip_connections) or []):
+                    found.append((("model", "skip_connections"), "iwae decodes k samples of z alone, without the "
+                                  "encoder maps a skip-connection decoder needs"))
+                if "mse+mae" in (_options(spec.objective.recon) or []):
+                    found.append((("objective", "recon"), "iwae needs one likelihood: recon mse, bce or mae"))
+    return list(dict.fromkeys(found))
+
+
+def _disentanglement_problems(spec: SweepSpec) -> list[tuple[tuple, str]]:
+    """eval.disentanglement on a dataset without generative factors (the measures compare codes with them); a
+    dataset declares them with ``factors=True`` (registry.declared reads it without importing torch)."""
+    found: list[tuple[tuple, str]] = []
+    for field in ("disentanglement", "online_disentanglement"):
+        if not any(_options(getattr(spec.eval, field)) or []):
+            continue
+        for name in _options(spec.dataset.name) or []:
+            if not registry.meta(registry.DATASETS, name).get("factors", False):
+                with_factors = [n for n, m in registry.declared(registry.DATASETS).items() if m.get("factors")]
+                found.append((("eval", field), f"disentanglement measures need a dataset with known generative "
+                              f"factors; dataset {name} has none (with factors: {', '.join(with_factors)})"))
     return found
 
 

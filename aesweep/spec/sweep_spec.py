@@ -63,10 +63,12 @@ class SchedulerConfig(Strict):
 # eval.online_probe_every epochs. A scheduler ranks trials at a rung on what each reported at that epoch.
 PER_EPOCH_METRICS = ("train/loss", "val/loss", "val/mse", "val/psnr", "time/epoch_s")
 PER_EPOCH_PREFIXES = ("loss/", "val/loss/")  # loss terms: which exist depends on the variant
-ONLINE_PROBE_METRICS = ("val/probe/knn/acc", "val/probe/logreg/acc")
+# Reported by the online probe (eval.online_probe_every): its probes, and eval.online_disentanglement's measures.
+ONLINE_PROBE_METRICS = ("val/probe/knn/acc", "val/probe/logreg/acc", "val/dis/mig", "val/dis/modularity")
 # A final metric -> the per-epoch metric that measures the same thing on the validation split.
 PER_EPOCH_COUNTERPARTS = {"test/loss": "val/loss", "test/mse": "val/mse", "test/psnr": "val/psnr",
-                          "probe/knn/acc": "val/probe/knn/acc", "probe/logreg/acc": "val/probe/logreg/acc"}
+                          "probe/knn/acc": "val/probe/knn/acc", "probe/logreg/acc": "val/probe/logreg/acc",
+                          "dis/mig": "val/dis/mig", "dis/modularity": "val/dis/modularity"}
 
 
 def per_epoch_counterpart(metric: str) -> str | None:

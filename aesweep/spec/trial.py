@@ -129,6 +129,15 @@ class ModelConfig(Strict):
     head_batchnorm: bool = False  # BatchNorm1d after every hidden Linear of the head
 
 
+class DiscriminatorConfig(Strict):
+    """FactorVAE's discriminator: an MLP on z (LeakyReLU 0.2 after each hidden layer, 2 logits), trained by Adam
+    with its own learning rate and betas. The paper's is 6 layers of 1000 units, lr 1e-4, betas (0.5, 0.9)."""
+
+    widths: list[PositiveInt] = Field(min_length=1)
+    lr: PositiveFloat = 1e-4
+    betas: tuple[Fraction, Fraction] = (0.5, 0.9)
+
+
 class PriorConfig(Strict):
     """Diagonal Gaussian prior N(mean, diag(std^2)); a scalar broadcasts over the latent dimensions."""
 
@@ -160,6 +169,34 @@ class ObjectiveConfig(Strict):
     # SupContrast), applied before the padded crop; None: no resized crop.
     augment_scale: Annotated[float, Field(gt=0, le=1)] | None = None
     softmax_mae_weight: NonNegFloat | None = None  # classifier: weight of MAE(softmax, one-hot) beside CE (004)
+    # The disentangling and generative families (variants.PRESETS). beta-TCVAE: alpha weighs the index-code
+    # mutual information, beta the total correlation, gamma the dimension-wise KL; tc_estimator is the paper's
+    # minibatch weighted (mws) or stratified (mss) sampling estimate of q(z). FactorVAE: gamma weighs the
+    # discriminator's TC estimate; discriminator has no default (the paper's 6 x 1000 MLP costs more than most
+    # encoders here, so it is the user's choice).
+    alpha: NonNegFloat | None = None
+    gamma: NonNegFloat | None = None
+    tc_estimator: Literal["mws", "mss"] | None = None
+    discriminator: DiscriminatorConfig | None = None
+    # DIP-VAE: weights of the squared off-diagonal and (diagonal - 1) entries of the code's covariance.
+    lambda_od: NonNegFloat | None = None
+    lambda_d: NonNegFloat | None = None
+    # InfoVAE / WAE / mmd: the MMD kernel (rbf: a mixture of Gaussian bandwidths; imq: WAE's inverse
+    # multiquadratic) and InfoVAE's MMD weight.
+    mmd_kernel: Literal["rbf", "imq"] | None = None
+    mmd_weight: NonNegFloat | None = None
+    # VQ-VAE: codes in the codebook, the size of one code vector (latent_dim must be a multiple; None: one vector
+    # of latent_dim), the commitment cost, and the EMA decay of the codebook (None: learnt by the codebook loss).
+    codebook_size: Annotated[int, Field(ge=2)] | None = None
+    code_dim: PositiveInt | None = None
+    commitment: NonNegFloat | None = None
+    ema_decay: Annotated[float, Field(gt=0, lt=1)] | None = None
+    # RAE: the decoder's regulariser (l2: its squared weights; gp: the squared norm of its Jacobian at z) and
+    # its weight; beta weighs ||z||^2 / 2.
+    decoder_reg: Literal["l2", "gp"] | None = None
+    decoder_reg_weight: NonNegFloat | None = None
+    # IWAE: importance samples per image (1 is the ELBO).
+    iwae_samples: PositiveInt | None = None
 
 
 class EarlyStoppingConfig(Strict):
@@ -230,6 +267,47 @@ class TorchMLPProbeConfig(Strict):
     val_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.1  # of the probe's training rows, stratified
 
 
+# Components of the gmm latent density when gmm_components is not given: RAE's and pythae's 10.
+GMM_COMPONENTS = 10
+
+
+class SampleQualityConfig(Strict):
+    """``eval.sample_quality``: FID and precision / recall / density / coverage of ``eval.gen_samples`` decoded
+    latent samples against as many real images, in the feature space of one extractor
+    (evaluation/sample_quality.py; logged as ``gen/<extractor>/<measure>``)."""
+
+    # classifier: a small CNN trained once per dataset and cached (offline); inception: torchvision's
+    # ImageNet Inception-v3 pool3 (its weights file must be in torch's hub cache); pixels: the raw pixels.
+    features: Annotated[str, AfterValidator(_registered(registry.SAMPLE_FEATURES))] = "classifier"
+    metrics: Annotated[list[str], Field(min_length=1), AfterValidator(_registered_list(registry.SAMPLE_QUALITY))
+                       ] = Field(default_factory=lambda: ["fid", "prdc"])
+    k: PositiveInt = 5  # PRDC's nearest neighbours (Naeem et al. 2020: 5)
+    # Where latent samples come from: prior = the rule of eval.generative (a gaussian bottleneck's prior, mmd's
+    # N(0, I), a Gaussian fitted to a deterministic AE's train codes); gmm = a Gaussian mixture fitted to the train
+    # codes (the ex-post density of RAE, Ghosh et al. 2020).
+    latent_density: Literal["prior", "gmm"] = "prior"
+    gmm_components: PositiveInt | None = None  # gmm only; None = GMM_COMPONENTS
+
+
+class DisentanglementConfig(Strict):
+    """Sizes of the disentanglement protocols (evaluation/disentanglement.py): disentanglement_lib's study defaults
+    (Locatello et al. 2019, config/unsupervised_study_v1/metric_configs/*.gin, in brackets) divided by 5 where
+    they count images or votes, its batch sizes, bins and threshold kept. On a 2-core CPU and shapes, DCI's boosted
+    trees take ~40 s at these sizes, every other measure a few seconds."""
+
+    # Codes of train-split images: MIG and modularity, the fits of SAP, DCI and explicitness, the pool that BetaVAE's
+    # and FactorVAE's training batches and FactorVAE's global variances are drawn from (10000).
+    num_train: PositiveInt = 2_000
+    # Codes of test-split images: what SAP, DCI and explicitness score, the pool of the evaluation votes (5000).
+    num_test: PositiveInt = 1_000
+    batch_size: PositiveInt = 64  # BetaVAE: image pairs per point; FactorVAE: images per vote, one factor fixed (64)
+    num_votes: PositiveInt = 2_000  # BetaVAE training points, FactorVAE training votes (10000)
+    num_eval_votes: PositiveInt = 1_000  # BetaVAE evaluation points, FactorVAE evaluation votes (5000)
+    num_bins: Annotated[int, Field(ge=2)] = 20  # histogram bins per code dimension for MIG and modularity (20)
+    # FactorVAE: a code dimension whose std over the train codes is below this is collapsed and gets no vote (0.05).
+    prune_threshold: NonNegFloat = 0.05
+
+
 class EvalConfig(Strict):
     """What ``evaluate`` measures at the end of a trial (and, cheaply, during it)."""
 
@@ -243,6 +321,13 @@ class EvalConfig(Strict):
         default_factory=lambda: ["kmeans"]
     )
     generative: list[Literal["coverage", "information_rate", "factors"]] = Field(default_factory=list)
+    sample_quality: SampleQualityConfig | None = None  # None = not measured
+    # Disentanglement measures (registry.DISENTANGLEMENT: mig, sap, dci, betavae, factorvae, modularity,
+    # explicitness), logged as dis/<name>; datasets with generative factors only (shapes, dsprites).
+    disentanglement: Annotated[list[str], AfterValidator(_registered_list(registry.DISENTANGLEMENT))] = Field(
+        default_factory=list
+    )
+    disentanglement_protocol: DisentanglementConfig = Field(default_factory=DisentanglementConfig)
     figures: list[Literal[tuple(registry.declared(registry.FIGURES))]] = Field(  # type: ignore[valid-type]
         default_factory=lambda: ["reconstructions", "latent_pca"]
     )
@@ -276,6 +361,10 @@ class EvalConfig(Strict):
     rate_noise_sigma: PositiveFloat = 1.0  # std of the latent noise eps in the information rate
     online_probe_every: PositiveInt | None = None  # epochs between cheap validation probes; None = off
     online_probe_size: PositiveInt = 2_000  # validation rows the online probe uses
+    # Disentanglement measured with the online probe (every online_probe_every epochs), on online_probe_size train
+    # and validation codes, as val/dis/<key>: what lets a scheduler rank trials on disentanglement. The cheap
+    # measures only (no model is fitted): mig, modularity.
+    online_disentanglement: list[Literal["mig", "modularity"]] = Field(default_factory=list)
     # ERGAS's resolution ratio: 100 / ratio * relative RMSE. 1 (a reconstruction has its input's resolution);
     # torchmetrics' default is 4 (pan-sharpening).
     ergas_ratio: PositiveFloat = 1.0

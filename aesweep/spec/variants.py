@@ -18,12 +18,17 @@ from typing import Any, Literal
 
 from aesweep.registry import VARIANTS, UnknownNameError
 
-Bottleneck = Literal["deterministic", "gaussian"]
+Bottleneck = Literal["deterministic", "gaussian", "vector_quantized"]
 Head = Literal["projection", "classifier"]
 
 # Objective knobs a variant may own. Their types live in spec.ObjectiveConfig.
 KNOBS = ("sparsity", "noise_sigma", "beta", "prior", "latent_noise", "temperature", "augment_pad", "augment_jitter",
-         "augment_scale", "softmax_mae_weight")
+         "augment_scale", "softmax_mae_weight",
+         # the disentangling and generative families (issue 30): beta-TCVAE, FactorVAE, DIP-VAE, InfoVAE / WAE,
+         # VQ-VAE, RAE, IWAE; spec.ObjectiveConfig says what each means
+         "alpha", "gamma", "tc_estimator", "discriminator", "lambda_od", "lambda_d", "mmd_kernel", "mmd_weight",
+         "codebook_size", "code_dim", "commitment", "ema_decay", "decoder_reg", "decoder_reg_weight",
+         "iwae_samples")
 # The two views' augmentation (data.two_views): crop padding in px (None: min(H, W) // 8), contrast / brightness
 # jitter and the resized crop's smallest area (None: none). The studies that use two views do not name their
 # augmentations, so they are knobs.
@@ -49,6 +54,9 @@ class VariantPreset:
     heads: frozenset[Head] = frozenset()
     needs_labels: bool = False
     fit: str | None = None  # a baseline (baselines.BASELINES) fitted instead of trained; composes with nothing
+    # A second network trained against the first by its own optimiser (train.py): FactorVAE's discriminator.
+    adversary: str | None = None
+    required: frozenset[str] = frozenset()  # knobs with no default: the spec must set them (spec.checks)
 
 
 PRESETS = [
@@ -81,6 +89,60 @@ PRESETS = [
         terms={"cross_entropy": 1.0, "softmax_mae": "softmax_mae_weight"}, knobs={"softmax_mae_weight": 0.0},
         reconstructs=False, heads=frozenset({"classifier"}), needs_labels=True,
     ),
+    # The disentangling VAEs. Their regularisers are nats per image like the KL (PER_IMAGE_TERMS), so kl_scale
+    # puts them on the reconstruction's scale as it does beta.
+    VariantPreset(
+        "tcvae", "beta-TCVAE (Chen et al. 2018): recon + alpha * MI + beta * TC + gamma * dimension-wise KL, the "
+        "KL decomposed by a minibatch estimate of q(z) (tc_estimator mws | mss)",
+        terms={"tc_mi": "alpha", "tc_tc": "beta", "tc_dimwise_kl": "gamma"},
+        knobs={"alpha": 1.0, "beta": 6.0, "gamma": 1.0, "tc_estimator": "mws", "prior": None},
+        bottleneck="gaussian",
+    ),
+    VariantPreset(
+        "factorvae", "FactorVAE (Kim & Mnih 2018): ELBO + gamma * TC, the TC estimated by a discriminator on z "
+        "trained against the encoder by its own optimiser (objective.discriminator)",
+        terms={"kl": 1.0, "factor_tc": "gamma"}, knobs={"gamma": 10.0, "discriminator": None},
+        bottleneck="gaussian", adversary="tc_discriminator", required=frozenset({"discriminator"}),
+    ),
+    VariantPreset(
+        "dipvae1", "DIP-VAE-I (Kumar et al. 2018): ELBO + lambda_od * off-diagonal^2 + lambda_d * (diagonal - 1)^2 "
+        "of Cov[mu(x)]", terms={"kl": "beta", "dip_i": 1.0},
+        knobs={"beta": 1.0, "lambda_od": 10.0, "lambda_d": 100.0}, bottleneck="gaussian",
+    ),
+    VariantPreset(
+        "dipvae2", "DIP-VAE-II (Kumar et al. 2018): the same penalty on Cov_q[z] = E[diag sigma^2] + Cov[mu]",
+        terms={"kl": "beta", "dip_ii": 1.0},
+        knobs={"beta": 1.0, "lambda_od": 10.0, "lambda_d": 10.0}, bottleneck="gaussian",
+    ),
+    VariantPreset(
+        "infovae", "InfoVAE / MMD-VAE (Zhao et al. 2019): recon + beta * KL + mmd_weight * MMD(q(z), p(z)); the "
+        "paper's (1 - alpha) is beta, its (alpha + lambda - 1) is mmd_weight, both in ELBO units",
+        terms={"kl": "beta", "info_mmd": "mmd_weight"},
+        knobs={"beta": 1.0, "mmd_weight": 1000.0, "mmd_kernel": "rbf", "prior": None}, bottleneck="gaussian",
+    ),
+    VariantPreset(
+        "wae", "WAE-MMD (Tolstikhin et al. 2018): deterministic encoder, recon + beta * MMD(z, N(0, I)) with the "
+        "inverse multiquadratic kernel (mmd_kernel)", terms={"mmd": "beta"},
+        knobs={"beta": 10.0, "mmd_kernel": "imq"},
+    ),
+    VariantPreset(
+        "vqvae", "VQ-VAE (van den Oord et al. 2017): z split into vectors of code_dim, each snapped to the nearest "
+        "of codebook_size codes (straight-through gradient); + codebook and commitment losses, or EMA codebook "
+        "updates (ema_decay)", terms={"vq": 1.0},
+        knobs={"codebook_size": 512, "code_dim": None, "commitment": 0.25, "ema_decay": None},
+        bottleneck="vector_quantized",
+    ),
+    VariantPreset(
+        "rae", "RAE (Ghosh et al. 2020): deterministic, recon + beta * ||z||^2 / 2 + decoder_reg_weight * the "
+        "decoder's regulariser (decoder_reg l2 | gp); sampled through an ex-post density on z",
+        terms={"latent_l2": "beta", "decoder_reg": "decoder_reg_weight"},
+        knobs={"beta": 1e-4, "decoder_reg": "l2", "decoder_reg_weight": 1e-7},
+    ),
+    VariantPreset(
+        "iwae", "IWAE (Burda et al. 2016): the k-sample importance-weighted bound (iwae_samples) in place of the "
+        "ELBO; loss/iwae is the negative bound, nats per image", terms={"iwae": 1.0},
+        knobs={"iwae_samples": 5, "prior": None}, bottleneck="gaussian", reconstructs=False,
+    ),
     # Baselines: fitted on the train split instead of trained (baselines.py), measured like every trial.
     VariantPreset("pca", "baseline: PCA with latent_dim components, fitted (not trained)", fit="pca"),
     VariantPreset("raw_pixels", "baseline: the raw pixels as the code (probes, clustering; no reconstruction)",
@@ -99,6 +161,8 @@ def parts(variant: str) -> list[VariantPreset]:
     if len(presets) > 1 and (fitted := [p.name for p in presets if p.fit]):
         raise UnknownNameError(f"variant {variant!r}: {fitted[0]} is a baseline (fitted, not trained) and does not "
                                f"compose with '+'")
+    if len(needed := {p.bottleneck for p in presets} - {"deterministic"}) > 1:
+        raise UnknownNameError(f"variant {variant!r}: its parts need different bottlenecks ({', '.join(sorted(needed))})")
     return presets
 
 
@@ -128,6 +192,7 @@ class Objective:
     needs_labels: bool
     knobs: dict[str, Any]
     fit: str | None = None  # the baseline fitted instead of training (baselines.BASELINES), else None
+    adversary: str | None = None  # the adversary a part trains against its model (train.py), else None
 
 
 # Terms that are sums over latent dimensions per image (nats for KL), weighed against a reconstruction that is a
@@ -140,7 +205,8 @@ class Objective:
 #                The KL's pull weakens as the code grows.
 #   unscaled     beta: mean over pixels of the reconstruction + beta * KL summed over latent dims
 #                (``F.mse_loss`` left at its mean + a summed KL): beta * C*H*W in ELBO units.
-PER_IMAGE_TERMS = frozenset({"kl"})
+PER_IMAGE_TERMS = frozenset({"kl", "tc_mi", "tc_tc", "tc_dimwise_kl", "factor_tc", "dip_i", "dip_ii", "info_mmd",
+                             "latent_l2", "decoder_reg", "iwae"})
 KL_SCALES = ("elbo", "latent_mean", "unscaled")
 
 
@@ -158,6 +224,13 @@ def kl_divisor(kl_scale: str, elements_per_image: int | None, latent_dim: int | 
     if kl_scale == "unscaled":
         return 1.0
     raise ValueError(f"unknown kl_scale {kl_scale!r}; known: {', '.join(KL_SCALES)}")
+
+
+def _bottleneck_of(variant: str, presets: list[VariantPreset]) -> Bottleneck:
+    """The one bottleneck a composed variant's parts need (``parts`` refused two different ones); deterministic
+    parts take any other."""
+    needed = {p.bottleneck for p in presets} - {"deterministic"}
+    return needed.pop() if needed else "deterministic"
 
 
 def compose(variant: str, knob_values: dict[str, Any], recon_weight: float | None = None,
@@ -182,11 +255,12 @@ def compose(variant: str, knob_values: dict[str, Any], recon_weight: float | Non
     return Objective(
         variant=variant,
         terms=terms,
-        bottleneck="gaussian" if any(p.bottleneck == "gaussian" for p in presets) else "deterministic",
+        bottleneck=_bottleneck_of(variant, presets),
         noise_sigma=float(knobs.get("noise_sigma") or 0.0) if any(p.corrupts_input for p in presets) else 0.0,
         two_views=any(p.two_views for p in presets),
         heads=frozenset().union(*(p.heads for p in presets)),
         needs_labels=any(p.needs_labels for p in presets),
         knobs=knobs,
         fit=presets[0].fit,
+        adversary=next((p.adversary for p in presets if p.adversary), None),
     )

@@ -31,7 +31,7 @@ from aesweep.data import batches, datasets
 from aesweep.evaluation.baselines import BASELINES, run_baseline
 from aesweep.evaluation.evaluate import evaluate, online_probe_metrics
 from aesweep.evaluation.metrics import MetricAccumulator, configured
-from aesweep.models.losses import Batch, objective_loss
+from aesweep.models.losses import ADVERSARY_LOSSES, Batch, objective_loss
 from aesweep.models.model import AEOutput, AutoEncoder
 from aesweep.spec import schedules, variants
 from aesweep.spec.trial import TrialConfig
@@ -91,15 +91,34 @@ def build(cfg: TrialConfig, dataset: datasets.Dataset) -> tuple[AutoEncoder, var
     return model, objective
 
 
+def trained_parameters(model: torch.nn.Module) -> list[torch.nn.Parameter]:
+    """The parameters the trial's optimiser updates: all but an adversary's (``AutoEncoder.adversary``), which
+    has its own optimiser and must not be moved by the loss it is trained against."""
+    adversary = getattr(model, "adversary", None)
+    own = {id(p) for p in adversary.parameters()} if adversary is not None else set()
+    return [p for p in model.parameters() if id(p) not in own]
+
+
 def _optimizer(cfg: TrialConfig, model: torch.nn.Module, device: torch.device) -> torch.optim.Optimizer:
     t = cfg.train
+    params = trained_parameters(model)
     if t.optimizer == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=t.lr, momentum=0.9, weight_decay=t.weight_decay)
+        return torch.optim.SGD(params, lr=t.lr, momentum=0.9, weight_decay=t.weight_decay)
     cls = torch.optim.AdamW if t.optimizer == "adamw" else torch.optim.Adam
     # The fused kernel updates every parameter in one launch: a real win for small models on a GPU, and a small
     # one (~2%) on a CPU, where torch has had it since 2.4.
     fused = device.type in ("cuda", "cpu")
-    return cls(model.parameters(), lr=t.lr, weight_decay=t.weight_decay, fused=fused)
+    return cls(params, lr=t.lr, weight_decay=t.weight_decay, fused=fused)
+
+
+def _adversary_optimizer(cfg: TrialConfig, model: torch.nn.Module) -> torch.optim.Optimizer | None:
+    """Adam over the adversary's parameters with its own settings (``objective.discriminator``), or None."""
+    adversary = getattr(model, "adversary", None)
+    if adversary is None:
+        return None
+    settings = cfg.objective.discriminator
+    assert settings is not None, "an adversary is built from objective.discriminator"
+    return torch.optim.Adam(adversary.parameters(), lr=settings.lr, betas=tuple(settings.betas))
 
 
 class _Stepper:
@@ -110,8 +129,10 @@ class _Stepper:
     inputs (the model's weights are in that layout too), which cuDNN's and oneDNN's convolutions prefer."""
 
     def __init__(self, cfg: TrialConfig, model: AutoEncoder, objective: variants.Objective, flip_ok: bool,
-                 forward: Callable[[Tensor], AEOutput] | None = None, channels_last: bool = False):
+                 forward: Callable[[Tensor], AEOutput] | None = None, channels_last: bool = False,
+                 dataset_size: int | None = None):
         self.model, self.objective, self.flip_ok = model, objective, flip_ok
+        self.dataset_size = dataset_size  # train images, for terms that estimate a marginal (beta-TCVAE)
         self.forward = forward if forward is not None else model
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         o = cfg.objective
@@ -138,8 +159,9 @@ class _Stepper:
         if self.objective.two_views:
             x2 = batches.corrupt(view2, self.objective.noise_sigma, generator) if self.objective.noise_sigma > 0 else view2
             view2_out = forward(x2)
-        total, terms = objective_loss(self.objective, out, Batch(x=x, target=clean, labels=labels, view2=view2_out),
-                                      **self.knobs)
+        batch = Batch(x=x, target=clean, labels=labels, view2=view2_out, model=self.model,
+                      dataset_size=self.dataset_size)
+        total, terms = objective_loss(self.objective, out, batch, **self.knobs)
         return total, terms, out
 
 
@@ -151,10 +173,11 @@ class Loop:
     stepper: _Stepper
     autocast: Any  # a context manager: bf16 autocast, or nothing
     check_every: int  # steps between loss checks (a host-device sync each)
+    adversary_optimizer: torch.optim.Optimizer | None = None  # the adversary's own (FactorVAE), else None
 
 
 def make_loop(cfg: TrialConfig, model: torch.nn.Module, objective: variants.Objective, flip_ok: bool,
-              device: torch.device, channels_last: bool | None = None) -> Loop:
+              device: torch.device, channels_last: bool | None = None, dataset_size: int | None = None) -> Loop:
     """Move ``model`` to ``device`` and build its optimiser and stepper with the fast paths this device allows.
 
     The one place these choices are made, for ``run_trial`` and for bench/train_throughput.py alike:
@@ -164,7 +187,9 @@ def make_loop(cfg: TrialConfig, model: torch.nn.Module, objective: variants.Obje
     - ``torch.compile`` of the training forward when ``train.compile`` asks (``auto``: on CUDA only);
     - bf16 autocast on CUDA when ``train.precision`` is bf16;
     - Adam / AdamW: the fused kernel (``_optimizer``);
-    - a loss check every step on the CPU (no sync to pay), every 25 steps on a GPU.
+    - a loss check every step on the CPU (no sync to pay), every 25 steps on a GPU;
+    - an adversary's own optimiser where the objective trains one (FactorVAE's discriminator).
+    ``dataset_size``: images in the train split (beta-TCVAE's estimate of q(z)).
     """
     model.to(device)
     if channels_last is None:
@@ -174,10 +199,11 @@ def make_loop(cfg: TrialConfig, model: torch.nn.Module, objective: variants.Obje
     optimizer = _optimizer(cfg, model, device)
     wanted = cfg.train.compile
     forward = torch.compile(model) if wanted is True or (wanted == "auto" and device.type == "cuda") else model
-    stepper = _Stepper(cfg, model, objective, flip_ok, forward=forward, channels_last=channels_last)
+    stepper = _Stepper(cfg, model, objective, flip_ok, forward=forward, channels_last=channels_last,
+                       dataset_size=dataset_size)
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if cfg.train.precision == "bf16"
                 and device.type == "cuda" else contextlib.nullcontext())
-    return Loop(optimizer, stepper, autocast, 1 if device.type == "cpu" else 25)
+    return Loop(optimizer, stepper, autocast, 1 if device.type == "cpu" else 25, _adversary_optimizer(cfg, model))
 
 
 def epoch_lr(cfg: TrialConfig, epoch: int) -> float:
@@ -212,8 +238,12 @@ def evaluate_split(stepper: _Stepper, split: datasets.Split, batch_size: int, pr
     sums: dict[str, Tensor] = {}
     measured = MetricAccumulator(metrics) if metrics else None
     clean_input = not stepper.objective.two_views and stepper.objective.noise_sigma == 0
+    code_counts: Tensor | None = None  # a vector-quantised bottleneck: how often each code is used
     for images, labels in _batches(split, batch_size, shuffle=False, generator=None):
         total, terms, out = stepper(images, labels, generator)
+        if out.vq is not None:
+            counts = torch.bincount(out.vq.codes.flatten(), minlength=model.bottleneck.codebook.shape[0])
+            code_counts = counts if code_counts is None else code_counts + counts
         target = batches.to_float(images)
         if measured is not None:
             measured.update(out.x_hat if clean_input else model(target).x_hat, target)
@@ -226,9 +256,19 @@ def evaluate_split(stepper: _Stepper, split: datasets.Split, batch_size: int, pr
         n += b
     model.train(was_training)
     result = {f"{prefix}/{k}": (v / max(n, 1)).item() for k, v in sums.items()}
+    if code_counts is not None:
+        result.update({f"{prefix}/{k}": v for k, v in codebook_use(code_counts).items()})
     if measured is not None:
         result.update(measured.compute(prefix))
     return result
+
+
+def codebook_use(counts: Tensor) -> dict[str, float]:
+    """A codebook's use from its code counts ``(K,)``: ``vq/perplexity`` = exp(entropy of the code frequencies)
+    (1 when one code takes everything, K when all are used equally) and ``vq/usage``, the fraction of codes used."""
+    p = counts.double() / counts.sum().clamp_min(1)
+    entropy = -(p * torch.log(p.clamp_min(1e-30))).sum()
+    return {"vq/perplexity": float(entropy.exp()), "vq/usage": float((counts > 0).double().mean())}
 
 
 def _rng_state(generator: torch.Generator) -> dict[str, Any]:
@@ -313,7 +353,7 @@ def run_trial(
         where = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="aesweep-trial-"))
         metrics, files = run_baseline(cfg, model, dataset, report, where, device)
         return TrialResult("finished", 1, metrics, [metrics], artifacts=files)
-    loop = make_loop(cfg, model, objective, dataset.flip_ok, device)
+    loop = make_loop(cfg, model, objective, dataset.flip_ok, device, dataset_size=len(dataset.train))
     optimizer, stepper = loop.optimizer, loop.stepper
     generator = torch.Generator(device=device).manual_seed(cfg.train.seed)
     es = cfg.train.early_stopping
@@ -324,6 +364,8 @@ def run_trial(
         state = load_checkpoint(checkpoint_dir, device)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
+        if loop.adversary_optimizer is not None:
+            loop.adversary_optimizer.load_state_dict(state["adversary_optimizer"])
         stopper.load_state_dict(state["early_stopping"])
         _set_rng_state(state["rng"], generator)
         start_epoch = int(state["epoch"])
@@ -381,8 +423,7 @@ def run_trial(
             lr = epoch_lr(cfg, epoch)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            train_metrics = _train_epoch(model, optimizer, stepper, dataset.train, cfg, generator, epoch,
-                                         loop.autocast, loop.check_every, on_batch)
+            train_metrics = _train_epoch(model, loop, dataset.train, cfg, generator, epoch, on_batch)
             train_seconds += time.perf_counter() - epoch_start
             metrics = {**train_metrics,
                        **evaluate_split(stepper, dataset.val, cfg.train.batch_size * 2, "val", cfg.train.seed),
@@ -399,6 +440,8 @@ def run_trial(
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
                 "rng": _rng_state(generator), "early_stopping": stopper.state_dict(),
                 "history": [*earlier, *history, metrics],
+                **({"adversary_optimizer": loop.adversary_optimizer.state_dict()}
+                   if loop.adversary_optimizer is not None else {}),
             })
             last = stopped_early or epoch == cfg.train.epochs
             if last:
@@ -422,20 +465,26 @@ def run_trial(
     return TrialResult("finished", epoch, metrics, history, stopped_early=stopped_early, artifacts=artifacts)
 
 
-def _train_epoch(model: AutoEncoder, optimizer: torch.optim.Optimizer, stepper: _Stepper, split: datasets.Split,
-                 cfg: TrialConfig, generator: torch.Generator, epoch: int, autocast: Any, check_every: int,
-                 on_batch: OnBatch | None) -> dict[str, float]:
-    """One pass over the shuffled train split; mean loss and mean of each term (unweighted)."""
+def _train_epoch(model: AutoEncoder, loop: Loop, split: datasets.Split, cfg: TrialConfig,
+                 generator: torch.Generator, epoch: int, on_batch: OnBatch | None) -> dict[str, float]:
+    """One pass over the shuffled train split; mean loss and mean of each term (unweighted).
+
+    Where the objective trains an adversary, each step updates the model first, then the adversary on the same
+    batch's codes (detached) with its own optimiser; its loss is ``loss/<adversary>``."""
+    optimizer, stepper, autocast, check_every = loop.optimizer, loop.stepper, loop.autocast, loop.check_every
+    adversary = stepper.objective.adversary if loop.adversary_optimizer is not None else None
+    trained = trained_parameters(model)
     model.train()
     steps = math.ceil(len(split) / cfg.train.batch_size)
     # Term values stay on the device; they are read back every `check_every` steps to catch a NaN quickly
     # without syncing the GPU on every step.
     pending: list[tuple[int, Tensor]] = []
     sums: Tensor | None = None
+    adversary_sum: Tensor | float = 0.0
     names: list[str] = []
     for step, (images, labels) in enumerate(_batches(split, cfg.train.batch_size, True, generator), start=1):
         with autocast:
-            total, terms, _ = stepper(images, labels, generator)
+            total, terms, out = stepper(images, labels, generator)
         if not names:
             names = ["loss", *terms]
         values = torch.stack([total.detach().float(), *(t.detach().float() for t in terms.values())])
@@ -447,13 +496,33 @@ def _train_epoch(model: AutoEncoder, optimizer: torch.optim.Optimizer, stepper: 
         optimizer.zero_grad(set_to_none=True)
         total.backward()
         if cfg.train.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
+            torch.nn.utils.clip_grad_norm_(trained, cfg.train.grad_clip)
         optimizer.step()
+        if (adversary_loss := adversary_step(model, loop, out)) is not None:
+            adversary_sum = adversary_sum + adversary_loss
         if on_batch is not None:
             on_batch(epoch, step, steps)
     assert sums is not None
     means = (sums / steps).tolist()
-    return {("train/loss" if name == "loss" else f"loss/{name}"): value for name, value in zip(names, means, strict=True)}
+    result = {("train/loss" if name == "loss" else f"loss/{name}"): value
+              for name, value in zip(names, means, strict=True)}
+    if adversary is not None:
+        result[f"loss/{adversary}"] = float(adversary_sum) / steps
+    return result
+
+
+def adversary_step(model: AutoEncoder, loop: Loop, out: AEOutput) -> Tensor | None:
+    """One update of the objective's adversary (FactorVAE's discriminator) on this step's codes, detached, by its
+    own optimiser, after the model's update; its loss (detached), or None where the objective has none."""
+    adversary = loop.stepper.objective.adversary
+    if adversary is None or loop.adversary_optimizer is None or model.adversary is None:
+        return None
+    loop.adversary_optimizer.zero_grad(set_to_none=True)
+    with loop.autocast:
+        loss = ADVERSARY_LOSSES[adversary](model.adversary, out.z)
+    loss.backward()
+    loop.adversary_optimizer.step()
+    return loss.detach().float()
 
 
 def _check_finite(pending: list[tuple[int, Tensor]], names: list[str], epoch: int) -> None:

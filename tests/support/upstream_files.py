@@ -4,6 +4,8 @@
   ``str`` under encoding="latin1" (what torchvision uses) and as b"data" / b"labels" under encoding="bytes";
 - MNIST / Fashion-MNIST: IDX files, gzipped as upstream;
 - FreyFace: frey_rawface.mat, MATLAB v5, ff uint8 560 x 1965, written by scipy.io.savemat.
+- dSprites: dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz with upstream's keys, dtypes and value tables, any
+  number of rows (upstream: all 737,280), deflate-compressed by np.savez_compressed as upstream.
 """
 from __future__ import annotations
 
@@ -99,3 +101,41 @@ def write_frey(path: Path, ff: np.ndarray | None = None) -> bytes:
     path.parent.mkdir(parents=True, exist_ok=True)
     scipy.io.savemat(str(path), {"ff": frey_ff() if ff is None else ff}, format="5")
     return path.read_bytes()
+
+
+# dSprites' latent sizes and value tables (the upstream file's metadata): color, shape, scale, orientation, posX, posY.
+DSPRITES_SIZES = (1, 3, 6, 40, 32, 32)
+DSPRITES_VALUES = (np.ones(1), np.arange(1.0, 4.0), np.linspace(0.5, 1.0, 6), np.linspace(0.0, 2 * np.pi, 40),
+                   np.linspace(0.0, 1.0, 32), np.linspace(0.0, 1.0, 32))
+
+
+def dsprites_arrays(n: int = 600, seed: int = 0) -> dict[str, np.ndarray]:
+    """``n`` distinct rows of the dSprites grid in upstream order (sorted by latents_classes, as upstream, whose row
+    i is ``ravel_multi_index(classes, DSPRITES_SIZES)``), as the npz holds them: ``imgs`` (n, 64, 64) uint8 in
+    {0, 1}, ``latents_values`` (n, 6) float64, ``latents_classes`` (n, 6) int64. Each image is a filled square
+    (shape 0), disc (1) or triangle (2) of side 8 + 4 * scale at a place set by posX, posY, so images differ
+    wherever those factors do (orientation is not drawn)."""
+    rng = np.random.default_rng(seed)
+    index = np.sort(rng.choice(int(np.prod(DSPRITES_SIZES)), n, replace=False))
+    classes = np.stack(np.unravel_index(index, DSPRITES_SIZES), axis=1).astype(np.int64)
+    values = np.stack([DSPRITES_VALUES[j][classes[:, j]] for j in range(6)], axis=1)
+    imgs = np.zeros((n, 64, 64), np.uint8)
+    for i, (_, shape, scale, _, px, py) in enumerate(classes):
+        side = 8 + 4 * int(scale)
+        r, c = np.mgrid[:side, :side] + 0.5 - side / 2
+        mask = [np.ones((side, side), bool), r**2 + c**2 <= (side / 2) ** 2, np.abs(c) <= (r + side / 2) / 2][shape]
+        y0, x0 = int(py) * (64 - side) // 31, int(px) * (64 - side) // 31
+        imgs[i, y0:y0 + side, x0:x0 + side] = mask
+    return {"imgs": imgs, "latents_values": values, "latents_classes": classes}
+
+
+def write_dsprites(path: Path, arrays: dict[str, np.ndarray] | None = None, compressed: bool = True) -> Path:
+    """Write ``arrays`` (default ``dsprites_arrays()``) as the upstream npz, with a pickled ``metadata`` dict like
+    upstream's (which the loader must never unpickle)."""
+    arrays = dsprites_arrays() if arrays is None else arrays
+    metadata = np.array({"description": "test file in the upstream layout", "latents_sizes": np.array(DSPRITES_SIZES),
+                         "latents_names": ("color", "shape", "scale", "orientation", "posX", "posY")}, dtype=object)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:
+        (np.savez_compressed if compressed else np.savez)(f, **arrays, metadata=metadata)
+    return path

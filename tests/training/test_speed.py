@@ -120,8 +120,7 @@ def test_channels_last_trains_and_evaluates_like_nchw(backbone):
     assert torch.nn.functional.cosine_similarity(g_cl, g, dim=0) > 0.9999
     assert (g_cl - g).norm() < 0.05 * (g_other - g).norm()
     model, loop = loops[False]
-    train._train_epoch(model, loop.optimizer, loop.stepper, ds.train, cfg, torch.Generator().manual_seed(0), 1,
-                       loop.autocast, loop.check_every, None)
+    train._train_epoch(model, loop, ds.train, cfg, torch.Generator().manual_seed(0), 1, None)
     loops[True][0].load_state_dict(loops[False][0].state_dict())  # same weights, each model keeps its layout
     val = {cl: train.evaluate_split(loop.stepper, ds.val, 64, "val", 0, metrics=["mse", "ssim"])
            for cl, (_, loop) in loops.items()}

@@ -154,7 +154,8 @@ def make_report(record: SweepRecord, out_dir: str | Path, log: bool = True, comm
                 for p in plot_loss_curves(record, plots)]
     pareto = plot_pareto(record, plots / "pareto_front.png")
     if pareto is not None:
-        figures.append(("Pareto front: reconstruction error vs probe accuracy", pareto[0]))
+        columns = pareto[1].columns
+        figures.append((f"Pareto front: {columns[-2]} against {columns[-1]}", pareto[0]))
         pareto[1].to_csv(out / "pareto_front.csv", index=False)
         files.append(out / "pareto_front.csv")
     importance = None

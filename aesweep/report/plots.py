@@ -16,14 +16,30 @@ from aesweep.report.tables import config_groups, config_label
 from aesweep.service.pareto import pareto_mask
 
 
+def measured_once(metric: str) -> str:
+    """The test-side metric a validation one stands for (``val/mse`` -> ``test/mse``, ``val/probe/knn/acc`` ->
+    ``probe/knn/acc``, ``val/dis/mig`` -> ``dis/mig``); any other metric is itself."""
+    if metric.startswith(("val/probe/", "val/dis/")):
+        return metric[len("val/"):]
+    if metric.startswith("val/"):
+        return "test/" + metric[len("val/"):]
+    return metric
+
+
+# What the front's upper axis may be: a probe's accuracy, or a disentanglement measure.
+QUALITY = re.compile(r"probe/[^/]+/acc|dis/[a-z_]+")
+
+
 def pareto_axes(record: SweepRecord) -> tuple[str, str] | None:
-    """(reconstruction error metric, probe accuracy metric): the sweep's own objectives when it has them."""
+    """(reconstruction error metric, quality metric) on the test side: the sweep's own objectives when it has them
+    (a search on validation metrics is drawn on their test counterparts, measured once), else test MSE / BCE / MAE
+    against the first probe accuracy."""
     done = record.finished
     available = [m for m in record.metric_columns if m in done and done[m].notna().any()]
-    errors = [m for m in record.spec.search.metrics if m in available and m.startswith("test/")
-              and lower_is_better(m)]
+    searched = [measured_once(m) for m in record.spec.search.metrics]
+    errors = [m for m in searched if m in available and m.startswith("test/") and lower_is_better(m)]
     errors += [m for m in ("test/mse", "test/bce", "test/mae") if m in available]
-    accs = [m for m in record.spec.search.metrics if m in available and re.fullmatch(r"probe/[^/]+/acc", m)]
+    accs = [m for m in searched if m in available and QUALITY.fullmatch(m) and not lower_is_better(m)]
     accs += sorted(m for m in available if re.fullmatch(r"probe/[^/]+/acc", m))
     return (errors[0], accs[0]) if errors and accs else None
 

@@ -172,6 +172,12 @@ def generative_table(record: SweepRecord) -> Table | None:
     return study_table(record, "generative", "Generative and latent metrics", metrics, "quantity")
 
 
+def disentanglement_table(record: SweepRecord) -> Table | None:
+    metrics = {m: m.split("/", 1)[1] for m in record.metric_columns if m.startswith("dis/")}
+    return study_table(record, "disentanglement", "Disentanglement of the test codes (higher is more disentangled; "
+                       "evaluation/disentanglement.py)", metrics, "measure")
+
+
 def val_test_table(record: SweepRecord) -> Table | None:
     """Each final ``val/<m>`` (the last epoch's) beside ``test/<m>``, for every m that has both."""
     metrics: dict[str, str] = {}
@@ -192,7 +198,7 @@ def params_table(record: SweepRecord) -> Table | None:
 def all_tables(record: SweepRecord) -> list[Table]:
     tables = reconstruction_tables(record)
     tables += [t for t in (val_test_table(record), probe_table(record), clustering_table(record),
-                           generative_table(record), params_table(record)) if t]
+                           generative_table(record), disentanglement_table(record), params_table(record)) if t]
     return tables
 
 

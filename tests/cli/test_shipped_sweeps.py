@@ -154,3 +154,28 @@ def test_shipped_sweep_smoke_runs(name, stages, smoke_ray, upstream_files, tmp_p
     if smoke.resolve().dataset.folds:
         assert {c.data.params["dataset.fold"] for c in children} <= {str(k) for k in range(10)}
         assert {c.data.params["dataset.folds"] for c in children} == {"10"}
+
+
+def test_the_disentangle_study_sweeps_every_family(smoke_ray, tmp_path):
+    """Every family of the variant table trains in the disentangle study's families stage (smoke-sized) on real
+    Ray, and each finished trial holds the disentanglement measures: online (val/dis/mig, every epoch) and final."""
+    path = REPO / "sweeps" / "disentangle.yaml"
+    spec = load(path, stages=["families"])
+    overrides = [*search_space.smoke_overrides(spec), "resources.gpu=0", "resources.cpu=1",
+                 "eval.disentanglement=[mig, dci, factorvae]", "eval.figures=[]",
+                 # the study's 5 x 1000 discriminator is most of a smoke trial's time: a small one
+                 "objective.factorvae.discriminator={widths: [32, 32]}"]
+    smoke = load(path, overrides, stages=["families"])
+    families = set(smoke.possible_variants())
+    assert {"tcvae", "factorvae", "dipvae1", "dipvae2", "infovae", "wae", "vqvae", "rae", "iwae"} <= families
+    store = Store(tmp_path)
+    outcome = driver.run_sweep(smoke, storage=store.storage, tracking_uri=store.uri)
+
+    assert outcome.counts["failed"] == 0, [t["reason"] for t in outcome.trials]
+    children = store.children(store.parent(smoke.name).info.run_id)
+    assert {c.data.params["objective.variant"] for c in children} == families
+    for child in children:
+        assert child.info.status == "FINISHED", child.data.tags.get("aesweep.failure")
+        metrics = child.data.metrics
+        for key in ("dis/mig", "dis/dci_disentanglement", "dis/factorvae_score", "val/dis/mig"):
+            assert 0.0 <= metrics[key] <= 1.0, (child.data.params["objective.variant"], key)

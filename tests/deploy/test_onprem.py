@@ -336,7 +336,8 @@ def host_of(cluster: Cluster, node_id: str) -> str:
 def report(fault: str, figures: dict[str, Any], trials: int) -> None:
     line = (f"FIGURES {fault}: trials finished {figures['finished']}/{trials}; runs per trial "
             f"{figures['runs_per_trial']} (deleted {figures['deleted_runs']}); per-epoch rows duplicated "
-            f"{figures['duplicated_rows']}; runs left RUNNING {figures['running']}; resumed {figures['resumed']}")
+            f"{figures['duplicated_rows']}; runs left RUNNING {figures['running']}; resumed {figures['resumed']}; "
+            f"aesweep tracking retries {figures.get('tracking_retries', 0)}")
     print(line)
     with open(os.environ.get("AESWEEP_FIGURES", "/dev/null"), "a") as f:
         f.write(line + "\n")

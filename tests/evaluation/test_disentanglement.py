@@ -355,3 +355,23 @@ def test_a_tiny_shapes_trial_logs_every_measure(tmp_path):
             assert math.isfinite(metrics[key]) and 0 <= metrics[key] <= 1, (key, metrics.get(key))
     assert metrics["dis/explicitness"] >= 0.5 - 0.1  # an AUC: chance is 0.5
     assert metrics["time/eval/disentanglement_s"] >= sum(metrics[f"time/dis/{n}_s"] for n in names)
+
+
+def test_the_online_measure_reports_validation_mig_every_epoch_beside_the_probes(tmp_path):
+    """eval.online_disentanglement: val/dis/mig and val/dis/modularity at every epoch the online probe runs (train
+    and validation codes), beside the probes; the final dis/mig (test codes) is still measured at the end."""
+    spec = parse_spec(
+        "name: tiny\n"
+        "dataset: {name: shapes, train_size: 480, test_size: 128, val_fraction: 0.2}\n"
+        "model: {backbone: conv, width: 0.125, latent_dim: 6}\n"
+        "objective: {variant: vae, beta: 4.0}\n"
+        "train: {epochs: 2, batch_size: 32, lr: 3.0e-3}\n"
+        "eval: {metrics: [mse], probes: [], clustering: [], figures: [], disentanglement: [mig],\n"
+        "       online_disentanglement: [mig, modularity], online_probe_every: 1, online_probe_size: 90}\n")
+    epochs: list[dict] = []
+    result = run_trial(spec.resolve(), lambda m, e, c: epochs.append(m), workdir=tmp_path)
+    assert result.status == "finished", result.reason
+    for metrics in epochs:
+        assert 0 <= metrics["val/dis/mig"] <= 1 and 0 <= metrics["val/dis/modularity"] <= 1
+        assert 0 <= metrics["val/probe/knn/acc"] <= 1  # the online probe itself still runs
+    assert 0 <= result.metrics["dis/mig"] <= 1

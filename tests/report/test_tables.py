@@ -177,3 +177,28 @@ def test_the_best_trials_figures_are_copied_into_the_report(tmp_path):
     assert f"(plots/trials/{trial_id}/traversals.png)" in summary and f"trial {trial_id}" in summary
     assemble.make_report(record, tmp_path / "out", log=False)  # a second report over the first: same files
     assert sorted((tmp_path / "out" / "plots" / "trials").rglob("*.png")) == copies
+
+
+def test_the_front_of_a_disentanglement_search_is_drawn_on_its_test_side_measures(tmp_path):
+    """A search on val/mse against val/dis/mig draws its Pareto front on test/mse against dis/mig (measured once,
+    on test codes), and the dis/ measures have their own table."""
+    from aesweep.report.plots import measured_once, pareto_axes, plot_pareto
+    from aesweep.report.tables import disentanglement_table
+
+    spec = parse_spec("name: d\ndataset: {name: shapes}\nobjective: {variant: {choice: [vae, tcvae]}}\n"
+                      "eval: {disentanglement: [mig], online_disentanglement: [mig], online_probe_every: 1}\n"
+                      "search: {algorithm: random, metrics: {val/mse: min, val/dis/mig: max}}\n")
+    frame = pd.DataFrame({
+        "trial_id": ["a", "b", "c"], "run_id": ["1", "2", "3"], "status": ["finished"] * 3,
+        "objective.variant": ["vae", "tcvae", "vae"], "model.latent_dim": [10, 10, 10],
+        "test/mse": [0.01, 0.02, 0.03], "dis/mig": [0.1, 0.4, 0.05], "probe/logreg/acc": [0.9, 0.8, 0.95],
+        "val/mse": [0.01, 0.02, 0.03], "val/dis/mig": [0.1, 0.4, 0.05]})
+    record = record_mod.SweepRecord("d", "sqlite://", "p", "0", spec, frame, ["objective.variant", "model.latent_dim"],
+                                    ["test/mse", "dis/mig", "probe/logreg/acc", "val/mse", "val/dis/mig"])
+    assert [measured_once(m) for m in ("val/mse", "val/dis/mig", "val/probe/knn/acc", "dis/sap")] == [
+        "test/mse", "dis/mig", "probe/knn/acc", "dis/sap"]
+    assert pareto_axes(record) == ("test/mse", "dis/mig")
+    _, front = plot_pareto(record, tmp_path / "front.png")
+    assert list(front["trial_id"]) == ["a", "b"]  # c: more error and less MIG than a
+    table = disentanglement_table(record)
+    assert table is not None and set(table.stats["metric"]) == {"dis/mig"}

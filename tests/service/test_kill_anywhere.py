@@ -162,3 +162,8 @@ def test_a_sweep_killed_at_eight_seeded_instants_resumes_with_nothing_lost_or_do
     for key in set(killed) & set(expected):
         assert all(math.isclose(a, b, rel_tol=1e-5, abs_tol=1e-7) for a, b in zip(killed[key], expected[key],
                                                                                   strict=True)), key
+    pruned = sum(c.data.tags.get("aesweep.pruned") == "true" for c in children)
+    print(f"FIGURES kill-anywhere: {len(kills)} kills, each followed by `aesweep resume` ({len(kills)} resumes); "
+          f"trials ended {len(children)}/{len(LRS)} ({len(children) - pruned} finished, {pruned} pruned at a rung); MLflow runs per trial 1; "
+          f"per-epoch rows duplicated 0; runs RUNNING 0; parent {parent.info.status}; rung entries "
+          f"{len(killed)}, {len(set(killed) & set(expected))} equal to the uninterrupted run's")

@@ -23,6 +23,12 @@ BAD = [
     ("searched lists", "name: s\ndataset: {name: cifar10}\neval:\n  disentanglement:\n    grid: [[], [sap]]\n",
      "spec.yaml:4: eval.disentanglement: disentanglement measures need a dataset with known generative factors; "
      "dataset cifar10 has none (with factors: shapes, dsprites)"),
+    ("the online measure on a dataset without factors",
+     "name: s\ndataset: {name: fashion_mnist}\neval:\n  online_probe_every: 1\n  online_disentanglement: [mig]\n",
+     "spec.yaml:5: eval.online_disentanglement: disentanglement measures need a dataset with known generative "
+     "factors; dataset fashion_mnist has none (with factors: shapes, dsprites)"),
+    ("an online measure that fits a model", "name: s\neval:\n  online_disentanglement: [dci]\n",
+     "spec.yaml:3: eval.online_disentanglement.0: input should be 'mig' or 'modularity'"),
     ("an unknown measure", "name: s\neval:\n  disentanglement: [mig, betavea]\n",
      "spec.yaml:3: eval.disentanglement: unknown disentanglement metric 'betavea'; known: betavae, dci, "
      "explicitness, factorvae, mig, modularity, sap"),

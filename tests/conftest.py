@@ -94,6 +94,19 @@ def load(path: Path, overrides: list[str] | None = None, stages: list[str] | Non
     return load_spec(path, overrides or [], stages or [])
 
 
+def spec_file_problems(directory: Path, text: str) -> list[str]:
+    """The problems ``load_spec`` raises for ``text`` written to ``directory/spec.yaml``, each as its one line with
+    the directory left out (``spec.yaml:LINE: field: message``)."""
+    from aesweep.spec.load import load_spec
+    from aesweep.spec.problems import SpecError
+
+    path = directory / "spec.yaml"
+    path.write_text(text)
+    with pytest.raises(SpecError) as err:
+        load_spec(path)
+    return [str(p).replace(str(directory) + "/", "") for p in err.value.problems]
+
+
 class Store:
     """A sweep's temporary home: MLflow sqlite store + Ray Tune storage, and readers of what they hold."""
 

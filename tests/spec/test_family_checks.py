@@ -5,17 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from aesweep.spec.load import load_spec
-from aesweep.spec.problems import SpecError
-from tests.conftest import cli
+from tests.conftest import cli, spec_file_problems
 
-
-def problems(tmp_path, text: str) -> list[str]:
-    path = tmp_path / "spec.yaml"
-    path.write_text(text)
-    with pytest.raises(SpecError) as err:
-        load_spec(path)
-    return [str(p).replace(str(tmp_path) + "/", "") for p in err.value.problems]
+problems = spec_file_problems
 
 
 HEAD = "name: s\ndataset: {name: shapes}\nmodel: {latent_dim: 10}\n"

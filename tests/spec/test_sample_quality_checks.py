@@ -4,19 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from aesweep.spec.load import load_spec, parse_spec
-from aesweep.spec.problems import SpecError
-from tests.conftest import cli
+from aesweep.spec.load import parse_spec
+from tests.conftest import cli, spec_file_problems
 
 BASE = "name: s\ndataset: {name: shapes}\nobjective:\n  variant: {variant}\neval:\n  sample_quality:\n"
 
 
-def problems(tmp_path, text: str) -> list[str]:
-    path = tmp_path / "spec.yaml"
-    path.write_text(text)
-    with pytest.raises(SpecError) as err:
-        load_spec(path)
-    return [str(p).replace(str(tmp_path) + "/", "") for p in err.value.problems]
+problems = spec_file_problems
 
 
 @pytest.mark.parametrize("variant, why", [

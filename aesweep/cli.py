@@ -537,7 +537,8 @@ def report(
                   + (" and on the parent run under report/" if log else ""), highlight=False, soft_wrap=True)
     for metric, row in made.best.items():
         console.print(f"best {metric}: {row[metric]:.5g} (trial {row['trial_id']}, chosen on {row['chosen_on']}, "
-                      f"{assemble.config_text(row, record)})", highlight=False, soft_wrap=True)
+                      f"{assemble.config_text(row, record)})" + (f"; on test {row['reported']}: {row[row['reported']]:.5g}"
+                      if row["reported"] != metric else ""), highlight=False, soft_wrap=True)
     console.print(f"read first: {target / 'summary.md'}", highlight=False, soft_wrap=True)
 
 

@@ -37,7 +37,9 @@ def pareto_axes(record: SweepRecord) -> tuple[str, str] | None:
     done = record.finished
     available = [m for m in record.metric_columns if m in done and done[m].notna().any()]
     searched = [measured_once(m) for m in record.spec.search.metrics]
-    errors = [m for m in searched if m in available and m.startswith("test/") and lower_is_better(m)]
+    # A reconstruction error: a searched loss (test/loss carries each variant's own regularisers) is not one.
+    errors = [m for m in searched if m in available and m.startswith("test/") and lower_is_better(m)
+              and not m.startswith("test/loss")]
     errors += [m for m in ("test/mse", "test/bce", "test/mae") if m in available]
     accs = [m for m in searched if m in available and QUALITY.fullmatch(m) and not lower_is_better(m)]
     accs += sorted(m for m in available if re.fullmatch(r"probe/[^/]+/acc", m))
